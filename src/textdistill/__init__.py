@@ -1,0 +1,3 @@
+"""textdistill: knowledge distillation for NLP."""
+
+__version__ = "0.1.0"
