@@ -1,0 +1,149 @@
+"""The ``textdistill`` command: each subcommand is a thin wrapper over a stage function."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from textdistill.config import (
+    DataConfig,
+    DistillConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    Recipe,
+    load_config,
+)
+from textdistill.errors import UserError
+
+app = typer.Typer(
+    help="Knowledge distillation for NLP: fine-tune teachers, distill students, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="List and inspect corpora.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+err = Console(stderr=True)
+
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides such as data.batch_size=16.")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+Resume = Annotated[bool, typer.Option(help="Continue from the checkpoint in the output folder.")]
+
+
+def user_errors(fn):
+    """Print a UserError as one line and exit non-zero, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def finetune(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    config: ConfigOpt = None,
+    overrides: Overrides = None,
+    resume: Resume = False,
+) -> None:
+    """Fine-tune an encoder (default: all-MiniLM-L6-v2) into a classifier: the teacher."""
+    from textdistill.distill import run_finetune
+
+    cfg = load_config(FinetuneConfig, config, overrides)
+    summary = run_finetune(cfg, out, resume=resume)
+    err.print(f"teacher saved in {out / 'model'}; best dev: {summary['best_dev']}")
+
+
+@app.command()
+@user_errors
+def distill(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    config: ConfigOpt = None,
+    overrides: Overrides = None,
+    resume: Resume = False,
+) -> None:
+    """Train a student from a teacher (or on labels alone when no teacher is set)."""
+    from textdistill.distill import run_distill
+
+    cfg = load_config(DistillConfig, config, overrides)
+    summary = run_distill(cfg, out, resume=resume)
+    err.print(f"student saved in {out / 'model'}; best dev: {summary['best_dev']}")
+
+
+def _display_name(model: str) -> str:
+    """``runs/x/student/model`` is shown as ``student``."""
+    path = Path(model)
+    return path.parent.name if path.name == "model" and path.parent.name else path.name or model
+
+
+@app.command()
+@user_errors
+def evaluate(
+    models: Annotated[list[str], typer.Argument(help="Model folders; the first is the reference.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for metrics.json.")],
+    corpus: str = "rotten-tomatoes",
+    split: str = "test",
+) -> None:
+    """Accuracy, macro-F1, MCC, size, latency and throughput of models, as a table."""
+    from textdistill.config import validate
+    from textdistill.evaluate import format_table, run_evaluate
+
+    cfg = validate(EvaluateConfig, {"models": models, "split": split,
+                                    "data": DataConfig(corpus=corpus).model_dump()})
+    table = run_evaluate(cfg, {_display_name(m): m for m in models}, out)
+    Console().print(format_table(table))
+
+
+@app.command()
+@user_errors
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (see recipes/).")],
+    overrides: Overrides = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Default: runs/<recipe name>.")] = None,
+    resume: Resume = False,
+) -> None:
+    """Run a recipe: its stages in order, skipping those whose output is up to date."""
+    from textdistill.recipe import run_recipe
+
+    cfg = load_config(Recipe, recipe, overrides)
+    run_recipe(cfg, run_dir or Path("runs") / cfg.name, resume=resume)
+
+
+@data_app.command("list")
+@user_errors
+def data_list() -> None:
+    """Names of the registered corpora."""
+    from textdistill.data.corpora import all_corpora
+
+    for name in all_corpora():
+        typer.echo(name)
+
+
+@data_app.command("inspect")
+@user_errors
+def data_inspect(name: str) -> None:
+    """Split sizes and label counts of a corpus."""
+    from textdistill.data.corpora import describe
+
+    typer.echo(json.dumps(describe(name), indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Recipes: stages run in order under one run directory, each skipped when its output is up to
+date, so an interrupted recipe resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from textdistill.config import (
+    DistillConfig,
+    EvaluateConfig,
+    FinetuneConfig,
+    Recipe,
+    config_hash,
+    save_config,
+)
+from textdistill.distill import run_distill, run_finetune
+from textdistill.errors import UserError
+from textdistill.evaluate import format_table, run_evaluate
+from textdistill.paths import atomic_write_json
+
+console = Console(stderr=True)
+
+
+def _resolve(name: str, run_dir: Path, earlier: list[str]) -> str:
+    """An earlier stage's name stands for that stage's model folder."""
+    return str(run_dir / name / "model") if name in earlier else name
+
+
+def _resolved(stage, run_dir: Path, earlier: list[str]):
+    if isinstance(stage, FinetuneConfig):
+        return stage.model_copy(update={"model": _resolve(stage.model, run_dir, earlier)})
+    if isinstance(stage, DistillConfig):
+        student = stage.student.model_copy(
+            update={"vocab_from": _resolve(stage.student.vocab_from, run_dir, earlier)})
+        teacher = _resolve(stage.teacher, run_dir, earlier) if stage.teacher else None
+        return stage.model_copy(update={"teacher": teacher, "student": student})
+    unknown = [m for m in stage.models if m not in earlier and not Path(m).is_dir()]
+    if unknown:
+        raise UserError(f"stage '{stage.name}' evaluates '{unknown[0]}', which is neither an "
+                        "earlier stage nor a model folder")
+    return stage
+
+
+def run_stage(stage, out_dir: Path, run_dir: Path, earlier: list[str], resume: bool) -> dict:
+    """Run one stage (names of earlier stages already resolved) into ``out_dir``."""
+    if isinstance(stage, FinetuneConfig):
+        return run_finetune(stage, out_dir, resume=resume)
+    if isinstance(stage, DistillConfig):
+        return run_distill(stage, out_dir, resume=resume)
+    models = {m: _resolve(m, run_dir, earlier) for m in stage.models}
+    save_config(stage, out_dir / "config.yaml")
+    table = run_evaluate(stage, models, out_dir)
+    console.print(format_table(table))
+    return table
+
+
+def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> dict:
+    """Run every stage of ``recipe`` under ``run_dir``; returns all metrics by stage name."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(recipe, run_dir / "config.yaml")
+    metrics: dict[str, dict] = {}
+    earlier: list[str] = []
+    chain = ""  # each stage's digest covers every earlier stage: a change upstream reruns it
+    for stage in recipe.stages:
+        resolved = _resolved(stage, run_dir, earlier)
+        out_dir = run_dir / stage.name
+        marker = out_dir / "stage.json"
+        digest = config_hash(resolved, chain)
+        chain = digest
+        if marker.is_file() and json.loads(marker.read_text()).get("config") == digest:
+            console.print(f"[green]skip[/] stage '{stage.name}': output is up to date")
+            metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
+            if isinstance(stage, EvaluateConfig):
+                console.print(format_table(metrics[stage.name]))
+        else:
+            console.print(f"[bold]stage[/] '{stage.name}' ({stage.kind})")
+            marker.unlink(missing_ok=True)
+            can_resume = resume and (out_dir / "checkpoint" / "state.json").is_file()
+            metrics[stage.name] = run_stage(resolved, out_dir, run_dir, earlier, can_resume)
+            atomic_write_json(marker, {"config": digest})
+        earlier.append(stage.name)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,310 @@
+"""The one training loop: phases, AdamW with warmup, clipping, evaluation and best-model
+selection, checkpoints and resume, logging. Runs on Accelerate, so ``accelerate launch`` scales
+it out unchanged."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+from transformers import get_linear_schedule_with_warmup
+
+from textdistill.config import OptimConfig
+from textdistill.data.batching import TokenizedDataset, make_loader
+from textdistill.errors import TrainingDiverged, UserError
+
+console = Console(stderr=True)
+
+
+class Interrupted(UserError):
+    """Training was stopped by SIGINT/SIGTERM after saving a checkpoint."""
+
+    exit_code = 130
+
+
+@dataclass
+class PhaseSpec:
+    """One phase of training: the module's ``forward(batch, phase=i)`` defines its loss."""
+
+    name: str
+    epochs: float
+    optim: OptimConfig
+    select: bool = True
+    """Whether dev evaluations in this phase may select the best model."""
+
+
+@dataclass
+class TrainState:
+    phase: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_metric: float | None = None
+    best_eval: dict = field(default_factory=dict)
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps."""
+
+    def __init__(self) -> None:
+        self.raised: str | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    return {"torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+
+
+class Trainer:
+    """Trains ``module`` (whose ``forward(batch, phase=i)`` returns a dict with ``loss``).
+
+    ``evaluate_fn(module)`` returns dev metrics; ``save_fn(module, folder)`` writes the model
+    that users keep. Everything lands under ``out_dir``: ``checkpoint/`` (resume state),
+    ``model/`` (best model on dev), ``logs/`` (TensorBoard events and ``metrics.jsonl``).
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        train_data: TokenizedDataset,
+        batch_size: int,
+        phases: list[PhaseSpec],
+        out_dir: str | Path,
+        evaluate_fn: Callable[[torch.nn.Module], dict[str, float]],
+        save_fn: Callable[[torch.nn.Module, Path], None],
+        select_metric: str = "accuracy",
+        seed: int = 42,
+        log_every: int = 10,
+    ):
+        self.accelerator = Accelerator(
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+        )
+        self.module = self.accelerator.prepare(module)
+        self.train_data = train_data
+        self.batch_size = batch_size
+        self.phases = phases
+        self.out_dir = Path(out_dir)
+        self.evaluate_fn = evaluate_fn
+        self.save_fn = save_fn
+        self.select_metric = select_metric
+        self.seed = seed
+        self.log_every = log_every
+        self.ckpt_dir = self.out_dir / "checkpoint"
+        self.model_dir = self.out_dir / "model"
+        self.log_dir = self.out_dir / "logs"
+        self.is_main = self.accelerator.is_main_process
+        self._writer = None
+
+    # -- logging -------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if not self.is_main:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir))
+        for key, value in record.items():
+            if isinstance(value, int | float) and key not in ("step", "epoch", "phase"):
+                tag = f"{record.get('kind', 'train')}/{key}"
+                self._writer.add_scalar(tag, value, record["step"])
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _save_checkpoint(self, state: TrainState, optimizer, scheduler) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            tmp = self.ckpt_dir.with_name(".checkpoint.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            weights = self.accelerator.unwrap_model(self.module).state_dict()
+            save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()},
+                      tmp / "module.safetensors")
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": _rng_state()},
+                tmp / "optimizer.pt",
+            )
+            (tmp / "state.json").write_text(json.dumps(state.__dict__, indent=2))
+            old = self.ckpt_dir.with_name(".checkpoint.old")
+            shutil.rmtree(old, ignore_errors=True)
+            if self.ckpt_dir.exists():
+                self.ckpt_dir.rename(old)
+            tmp.rename(self.ckpt_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def _load_checkpoint(self) -> tuple[TrainState, dict]:
+        if not (self.ckpt_dir / "state.json").is_file():
+            raise UserError(
+                f"--resume: no checkpoint in {self.ckpt_dir}; run without --resume to start anew"
+            )
+        state = TrainState(**json.loads((self.ckpt_dir / "state.json").read_text()))
+        weights = load_file(self.ckpt_dir / "module.safetensors")
+        self.accelerator.unwrap_model(self.module).load_state_dict(weights)
+        rest = torch.load(self.ckpt_dir / "optimizer.pt", weights_only=True)
+        return state, rest
+
+    # -- the loop ------------------------------------------------------------------------
+    def _evaluate(self, state: TrainState, phase: PhaseSpec) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            module = self.accelerator.unwrap_model(self.module)
+            module.eval()
+            with torch.no_grad():
+                metrics = self.evaluate_fn(module)
+            module.train()
+            if self.select_metric not in metrics:
+                raise UserError(
+                    f"select_metric '{self.select_metric}' is not among the dev metrics "
+                    f"{sorted(metrics)}"
+                )
+            record = {"kind": "eval", "step": state.global_step, "phase": state.phase,
+                      "epoch": state.epoch + 1, **metrics}
+            self._log(record)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            console.print(f"[bold]{phase.name}[/] epoch {state.epoch + 1}: dev {shown}")
+            value = metrics[self.select_metric]
+            if phase.select and (state.best_metric is None or value > state.best_metric):
+                state.best_metric = value
+                state.best_eval = record
+                self.save_fn(module, self.model_dir)
+        self.accelerator.wait_for_everyone()
+
+    def train(self, resume: bool = False) -> dict:
+        """Run every phase to the end (or from the checkpoint); returns a training summary."""
+        torch.manual_seed(self.seed)
+        state, restored = (self._load_checkpoint() if resume else (TrainState(), None))
+        if not resume:
+            (self.log_dir / "metrics.jsonl").unlink(missing_ok=True)
+        started = time.perf_counter()
+        examples = 0
+        with _StopFlag() as stop:
+            while state.phase < len(self.phases):
+                examples += self._run_phase(state, restored, stop)
+                restored = None
+                state.phase += 1
+                state.epoch = 0
+                state.step_in_epoch = 0
+        if not self.model_dir.exists() and self.is_main:
+            self.save_fn(self.accelerator.unwrap_model(self.module), self.model_dir)
+        seconds = time.perf_counter() - started
+        summary = {
+            "train_seconds": round(seconds, 1),
+            "train_examples_per_second": round(examples / max(seconds, 1e-9), 1),
+            "steps": state.global_step,
+            "best_dev": state.best_eval,
+        }
+        if self._writer is not None:
+            self._writer.close()
+        return summary
+
+    def _run_phase(self, state: TrainState, restored: dict | None, stop: _StopFlag) -> int:
+        phase = self.phases[state.phase]
+        loader = make_loader(self.train_data, self.batch_size, shuffle=True,
+                             seed=self.seed + 7919 * state.phase)
+        sampler = loader.batch_sampler
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=phase.optim.lr,
+                                      weight_decay=phase.optim.weight_decay)
+        optimizer, loader = self.accelerator.prepare(optimizer, loader)
+        per_epoch = len(loader)
+        total = max(1, math.ceil(phase.epochs * per_epoch))
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(phase.optim.warmup_ratio * total), total
+        )
+        if restored is not None:
+            optimizer.load_state_dict(restored["optimizer"])
+            scheduler.load_state_dict(restored["scheduler"])
+            _set_rng_state(restored["rng"])
+        done = state.epoch * per_epoch + state.step_in_epoch
+        epochs = math.ceil(total / per_epoch)
+        self.module.train()
+        examples = 0
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(), console=console,
+            disable=not (self.is_main and sys.stderr.isatty()),
+        )
+        with progress:
+            task = progress.add_task(phase.name, total=total, completed=done, info="")
+            tick = time.perf_counter()
+            while state.epoch < epochs and done < total:
+                sampler.set_epoch(state.epoch)
+                batches = (self.accelerator.skip_first_batches(loader, state.step_in_epoch)
+                           if state.step_in_epoch else loader)
+                for batch in batches:
+                    out = self.module(batch, phase=state.phase)
+                    loss = out["loss"]
+                    if not torch.isfinite(self.accelerator.reduce(loss.detach(), "mean")):
+                        kept = (f"the last good checkpoint is kept in {self.ckpt_dir}"
+                                if self.ckpt_dir.exists() else "no checkpoint was written yet")
+                        raise TrainingDiverged(
+                            f"the loss became {loss.item()} at step {state.global_step + 1} "
+                            f"(phase '{phase.name}', epoch {state.epoch + 1}); {kept}: lower "
+                            "the learning rate, then rerun (with --resume to go on from it)"
+                        )
+                    self.accelerator.backward(loss)
+                    if phase.optim.max_grad_norm:
+                        self.accelerator.clip_grad_norm_(params, phase.optim.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    n = batch["input_ids"].shape[0] * self.accelerator.num_processes
+                    examples += n
+                    state.step_in_epoch += 1
+                    state.global_step += 1
+                    done += 1
+                    if state.global_step % self.log_every == 0 or done == total:
+                        rate = examples / max(time.perf_counter() - tick, 1e-9)
+                        record = {"kind": "train", "step": state.global_step,
+                                  "phase": state.phase, "epoch": state.epoch + 1,
+                                  "lr": scheduler.get_last_lr()[0],
+                                  **{k: float(v.detach()) for k, v in out.items()}}
+                        self._log(record)
+                        progress.update(task, completed=done,
+                                        info=f"loss {record['loss']:.4f}  {rate:.0f} ex/s")
+                    if stop.raised:
+                        self._save_checkpoint(state, optimizer, scheduler)
+                        raise Interrupted(
+                            f"stopped by {stop.raised} at step {state.global_step}; checkpoint "
+                            f"saved in {self.ckpt_dir}: rerun the same command with --resume"
+                        )
+                    if done >= total:
+                        break
+                self._evaluate(state, phase)
+                state.epoch += 1
+                state.step_in_epoch = 0
+                self._save_checkpoint(state, optimizer, scheduler)
+        return examples
