@@ -122,6 +122,17 @@ def run(
     run_recipe(cfg, run_dir or Path("runs") / cfg.name, resume=resume)
 
 
+def _register_analyze() -> None:
+    from textdistill.analysis.command import analyze_command
+
+    app.command("analyze", help="Complexity, faithfulness, reordering and BLEU of a corpus.")(
+        analyze_command
+    )
+
+
+_register_analyze()
+
+
 @data_app.command("list")
 @user_errors
 def data_list() -> None:

@@ -124,6 +124,8 @@ class Trainer:
         self.log_dir = self.out_dir / "logs"
         self.is_main = self.accelerator.is_main_process
         self._writer = None
+        self.step_seconds: list[float] = []
+        """Wall time of each optimisation step (forward, backward, update), for benchmarks."""
 
     # -- logging -------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -265,6 +267,7 @@ class Trainer:
                 batches = (self.accelerator.skip_first_batches(loader, state.step_in_epoch)
                            if state.step_in_epoch else loader)
                 for batch in batches:
+                    step_start = time.perf_counter()
                     out = self.module(batch, phase=state.phase)
                     loss = out["loss"]
                     if not torch.isfinite(self.accelerator.reduce(loss.detach(), "mean")):
@@ -281,6 +284,7 @@ class Trainer:
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
+                    self.step_seconds.append(time.perf_counter() - step_start)
                     n = batch["input_ids"].shape[0] * self.accelerator.num_processes
                     examples += n
                     state.step_in_epoch += 1

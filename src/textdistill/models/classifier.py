@@ -16,6 +16,7 @@ from textdistill.errors import UserError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers.logging.set_verbosity_error()
+transformers.logging.disable_progress_bar()
 
 
 @dataclass(frozen=True)

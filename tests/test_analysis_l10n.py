@@ -1,0 +1,55 @@
+"""End to end on the real l10n dev split (read from the data directory, never copied)."""
+
+from __future__ import annotations
+
+import pytest
+
+from textdistill.analysis.analyze import analyze
+from textdistill.analysis.data import l10n_path, read_l10n, write_l10n_columns
+from textdistill.errors import UserError
+
+pytestmark = pytest.mark.skipif(
+    not l10n_path("dev").is_file(),
+    reason="l10n dev split not found: set TEXTDISTILL_DATA to the shared data directory",
+)
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    d = tmp_path_factory.mktemp("l10n")
+    paths = write_l10n_columns("dev", ["en", "de", "fr", "es"], d)
+    # A stand-in for distilled German: every line loses its last token.
+    lines = paths["de"].read_text(encoding="utf-8").split("\n")[:-1]
+    paths["cut"] = d / "cut.de"
+    paths["cut"].write_text("".join(" ".join(x.split()[:-1]) + "\n" for x in lines), "utf-8")
+    return paths
+
+
+@pytest.mark.slow
+def test_dev_en_de_end_to_end(dev):
+    res = analyze(
+        dev["en"],
+        [dev["cut"]],
+        real=dev["de"],
+        iterations=2,
+        language_refs={"de": dev["de"], "fr": dev["fr"], "es": dev["es"]},
+    )
+    real, cut = res["real"], res["corpora"][0]
+    assert res["source"]["lines"] == 2000
+    assert real["aligned_pairs"] == 2000 and real["skipped_lines"] == 0
+    assert cut["skipped_lines"] > 0  # one-word lines became empty
+    assert 0.3 < real["complexity"] < 4.0
+    assert 0.5 < real["reordering"] < 1.0  # German is mostly, not fully, monotone
+    assert cut["faithfulness"] > 0.1
+    assert 50 < cut["bleu"] < 100 and 50 < cut["chrf"] < 100
+    lm = real["language_mode"]
+    assert lm["mode_proportions"]["de"] > 0.95 and lm["mode_entropy"] < 0.2
+
+
+def test_read_l10n_columns():
+    en = read_l10n("dev", "en")
+    assert len(en) == 2000 and all(isinstance(x, str) and x for x in en[:50])
+    with pytest.raises(UserError, match="unknown l10n column"):
+        read_l10n("dev", "it")
+    with pytest.raises(UserError, match="unknown l10n split"):
+        read_l10n("valid", "en")
