@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from textdistill.analysis.analyze import analyze
-from textdistill.analysis.data import l10n_path, read_l10n, write_l10n_columns
+from textdistill.analysis.data import read_l10n, write_l10n_columns
+from textdistill.data.corpora import L10N_FILES
 from textdistill.errors import UserError
+from textdistill.paths import data_dir
 
 pytestmark = pytest.mark.skipif(
-    not l10n_path("dev").is_file(),
+    not (data_dir() / L10N_FILES["dev"]).is_file(),
     reason="l10n dev split not found: set TEXTDISTILL_DATA to the shared data directory",
 )
 
@@ -49,7 +51,7 @@ def test_dev_en_de_end_to_end(dev):
 def test_read_l10n_columns():
     en = read_l10n("dev", "en")
     assert len(en) == 2000 and all(isinstance(x, str) and x for x in en[:50])
-    with pytest.raises(UserError, match="unknown l10n column"):
+    with pytest.raises(UserError, match="l10n has no language"):
         read_l10n("dev", "it")
-    with pytest.raises(UserError, match="unknown l10n split"):
+    with pytest.raises(UserError, match="l10n has no split"):
         read_l10n("valid", "en")

@@ -1,7 +1,6 @@
 """Small readers for the analysis: plain aligned text files and the l10n TSV columns.
 
-The data owner writes the general corpus readers; these only do what ``analyze`` and
-the aligner benchmark need.
+The l10n columns come from the corpora registry (``textdistill.data.corpora``).
 """
 
 from __future__ import annotations
@@ -9,11 +8,9 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+from textdistill.data import corpora
 from textdistill.errors import UserError
-from textdistill.paths import DATA_ENV, atomic_write_text, data_dir
-
-L10N_COLUMNS = ("en", "de", "fr", "es", "source")
-L10N_SPLITS = ("train", "dev", "test")
+from textdistill.paths import atomic_write_text
 
 
 def read_lines(path: str | Path, what: str = "file") -> list[str]:
@@ -38,40 +35,16 @@ def read_lines(path: str | Path, what: str = "file") -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def l10n_path(split: str) -> Path:
-    """Path of the l10n ``split`` (train is gzip-compressed) under the data directory."""
-    if split not in L10N_SPLITS:
-        raise UserError(f"unknown l10n split {split!r}; choose one of {', '.join(L10N_SPLITS)}")
-    name = f"l10n.{split}.tsv.gz" if split == "train" else f"l10n.{split}.tsv"
-    return data_dir() / "parallel" / name
-
-
 def read_l10n(split: str, lang: str) -> list[str]:
     """One column (``en``, ``de``, ``fr``, ``es`` or ``source``) of an l10n split."""
     return read_l10n_columns(split, [lang])[lang]
 
 
 def read_l10n_columns(split: str, langs: list[str]) -> dict[str, list[str]]:
-    for lang in langs:
-        if lang not in L10N_COLUMNS:
-            raise UserError(f"unknown l10n column {lang!r}; choose from {', '.join(L10N_COLUMNS)}")
-    path = l10n_path(split)
-    if not path.is_file():
-        raise UserError(
-            f"l10n corpus {path} not found; set {DATA_ENV} to the data directory that has parallel/"
-        )
-    lines = read_lines(path, "l10n corpus")
-    if not lines or lines[0].split("\t") != list(L10N_COLUMNS):
-        raise UserError(f"{path}: expected the header {' '.join(L10N_COLUMNS)} (tab-separated)")
-    cols = [L10N_COLUMNS.index(lang) for lang in langs]
-    out: dict[str, list[str]] = {lang: [] for lang in langs}
-    for number, line in enumerate(lines[1:], 2):
-        fields = line.split("\t")
-        if len(fields) != len(L10N_COLUMNS):
-            raise UserError(f"{path}:{number}: expected {len(L10N_COLUMNS)} tab-separated fields")
-        for lang, c in zip(langs, cols, strict=True):
-            out[lang].append(fields[c])
-    return out
+    """Columns of an l10n split, read with the corpora registry's reader."""
+    targets = tuple(lang for lang in langs if lang not in ("en", "source"))
+    rows = corpora.read_l10n(split, targets)
+    return {lang: [row[lang] for row in rows] for lang in langs}
 
 
 def write_l10n_columns(split: str, langs: list[str], out_dir: str | Path) -> dict[str, Path]:
