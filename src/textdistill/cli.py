@@ -51,6 +51,14 @@ def user_errors(fn):
     return wrapper
 
 
+def _report(summary: dict, out: Path, what: str) -> None:
+    """One closing line, from the main process only."""
+    if summary.get("is_main", True):
+        best = summary["best_dev"]
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
+        err.print(f"{what} saved in {out / 'model'}; best dev: {shown or 'n/a'}")
+
+
 @app.command()
 @user_errors
 def finetune(
@@ -64,7 +72,7 @@ def finetune(
 
     cfg = load_config(FinetuneConfig, config, overrides)
     summary = run_finetune(cfg, out, resume=resume)
-    err.print(f"teacher saved in {out / 'model'}; best dev: {summary['best_dev']}")
+    _report(summary, out, "teacher")
 
 
 @app.command()
@@ -80,7 +88,7 @@ def distill(
 
     cfg = load_config(DistillConfig, config, overrides)
     summary = run_distill(cfg, out, resume=resume)
-    err.print(f"student saved in {out / 'model'}; best dev: {summary['best_dev']}")
+    _report(summary, out, "student")
 
 
 def _display_name(model: str) -> str:

@@ -202,6 +202,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 if last:
                     node[part] = _parse_value(raw)
                 else:
+                    if part not in node and parts[i + 1].isdigit():
+                        where = ".".join(parts[: i + 1])
+                        raise UserError(
+                            f"override '{key}': '{where}' is not set in the config, so it has no "
+                            f"item {parts[i + 1]}; set the whole list instead: {where}=[...]"
+                        )
                     node = node.setdefault(part, {})
             else:
                 raise UserError(f"override '{key}': '{'.'.join(parts[:i])}' is not a mapping")
@@ -249,11 +255,11 @@ def validate(model: type[BaseModel], data: dict[str, Any], source: str = "config
                 f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(valid)})"
             )
             raise UserError(f"{source}: unknown key '{key}'{hint}") from None
-        where = f"'{key}'" if key else "the config"
+        where = f"'{key}': " if key else ""
         value = err.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
         msg = err["msg"].removeprefix("Value error, ")
-        raise UserError(f"{source}: {where}: {msg}{shown}") from None
+        raise UserError(f"{source}: {where}{msg}{shown}") from None
 
 
 _STAGES: dict[str, type[BaseModel]] = {

@@ -264,13 +264,24 @@ class Trainer:
             tick = time.perf_counter()
             while state.epoch < epochs and done < total:
                 sampler.set_epoch(state.epoch)
+                # The prepared loader re-applies its own pass count to the sampler when it is
+                # iterated; after a resume that count is not the epoch, so set it too.
+                loader.set_epoch(state.epoch)
                 batches = (self.accelerator.skip_first_batches(loader, state.step_in_epoch)
                            if state.step_in_epoch else loader)
                 for batch in batches:
                     step_start = time.perf_counter()
                     out = self.module(batch, phase=state.phase)
                     loss = out["loss"]
-                    if not torch.isfinite(self.accelerator.reduce(loss.detach(), "mean")):
+                    # one collective per step: the loss (NaN anywhere stops every process)
+                    # and the stop flag (a signal to any process stops all after this step)
+                    status = self.accelerator.reduce(
+                        torch.stack([loss.detach().float().cpu(),
+                                     torch.tensor(float(stop.raised is not None))]).to(loss.device),
+                        "sum",
+                    )
+                    stop_now = bool(status[1] > 0)
+                    if not torch.isfinite(status[0]):
                         kept = (f"the last good checkpoint is kept in {self.ckpt_dir}"
                                 if self.ckpt_dir.exists() else "no checkpoint was written yet")
                         raise TrainingDiverged(
@@ -299,11 +310,12 @@ class Trainer:
                         self._log(record)
                         progress.update(task, completed=done,
                                         info=f"loss {record['loss']:.4f}  {rate:.0f} ex/s")
-                    if stop.raised:
+                    if stop_now:
                         self._save_checkpoint(state, optimizer, scheduler)
                         raise Interrupted(
-                            f"stopped by {stop.raised} at step {state.global_step}; checkpoint "
-                            f"saved in {self.ckpt_dir}: rerun the same command with --resume"
+                            f"stopped by {stop.raised or 'a signal'} at step {state.global_step}; "
+                            f"checkpoint saved in {self.ckpt_dir}: rerun the same command with "
+                            "--resume"
                         )
                     if done >= total:
                         break

@@ -102,4 +102,7 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader with length-bucketed batches and dynamic padding."""
     sampler = LengthBucketBatchSampler(dataset.lengths(), batch_size, shuffle=shuffle, seed=seed)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=PadCollator(dataset.pad_id))
+    # A private generator: iterating a DataLoader draws a base seed from its generator, and
+    # drawing it from the global RNG would shift dropout after a mid-epoch resume.
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=PadCollator(dataset.pad_id),
+                      generator=torch.Generator())

@@ -1,0 +1,221 @@
+"""Config loading: recipes, dotted overrides, and one-line errors for every kind of bad input."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import RECIPE, distill_config, phases
+
+from textdistill.config import (
+    DistillConfig,
+    FinetuneConfig,
+    Recipe,
+    apply_overrides,
+    config_hash,
+    load_config,
+    read_yaml,
+    save_config,
+)
+from textdistill.errors import UserError
+
+
+def test_quickstart_recipe_loads():
+    recipe = load_config(Recipe, RECIPE)
+    assert recipe.name == "quickstart"
+    assert [s.kind for s in recipe.stages] == ["finetune", "distill", "distill", "evaluate"]
+    assert [s.name for s in recipe.stages] == ["teacher", "student-kd", "student-labels",
+                                               "evaluate"]
+    kd = recipe.stages[1]
+    assert isinstance(kd, DistillConfig)
+    assert kd.teacher == "teacher"
+    assert kd.temperature == 2.0
+    assert [o.loss for o in kd.phases[0].objectives] == ["kd"]
+    assert kd.phases[0].optim.lr == pytest.approx(3e-4)
+    assert recipe.stages[2].teacher is None
+    assert recipe.stages[3].models == ["teacher", "student-kd", "student-labels"]
+
+
+def test_dotted_overrides_reach_list_items():
+    recipe = load_config(Recipe, RECIPE, [
+        "stages.1.phases.0.epochs=2",
+        "stages.1.phases.0.objectives.0.weight=0.5",
+        "stages.0.data.batch_size=8",
+        "stages.1.student.init_from_teacher=[1, 3, 5]",
+        "stages.2.student.preset=micro-2",
+    ])
+    kd, labels = recipe.stages[1], recipe.stages[2]
+    assert kd.phases[0].epochs == 2
+    assert kd.phases[0].objectives[0].weight == 0.5
+    assert recipe.stages[0].data.batch_size == 8
+    assert kd.student.init_from_teacher == [1, 3, 5]
+    assert labels.student.preset == "micro-2"
+    # Only the addressed items change.
+    assert labels.phases[0].epochs == 4
+    assert recipe.stages[3].data.batch_size == 32
+
+
+def test_overrides_create_nested_keys_and_parse_yaml_values():
+    data = apply_overrides({}, ["a.b.c=3", "a.flag=true", "a.items=[1, 9]", "a.name=x=y",
+                                "a.none=null", "a.text='12'"])
+    assert data == {"a": {"b": {"c": 3}, "flag": True, "items": [1, 9], "name": "x=y",
+                          "none": None, "text": "12"}}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stages.9.name=x", "'9' is not an index of a list of 4"),
+        ("stages.first.name=x", "'first' is not an index of a list of 4"),
+        ("name.sub=x", "'name' is not a mapping"),
+        ("stages.1.temperature", "must look like key.sub=value"),
+    ],
+)
+def test_bad_overrides(override, message):
+    with pytest.raises(UserError, match="override") as exc:
+        load_config(Recipe, RECIPE, [override])
+    assert message in str(exc.value)
+
+
+def test_list_index_into_a_default_list_is_a_clear_error():
+    # 'phases' is not in the (empty) config, so it cannot have an item 0 to override.
+    with pytest.raises(UserError) as exc:
+        distill_config("phases.0.epochs=2")
+    assert "phases" in str(exc.value)
+    assert "phases=[" in str(exc.value)
+
+
+def test_missing_config_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(UserError) as exc:
+        load_config(Recipe, path)
+    assert str(exc.value) == f"config file not found: {path}"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("name: bad\nstages:\n  - kind: finetune\n    name: teacher\n"
+         "    data: {corpus: rotten-tomatoes\n    epochs: 3\n", 6),
+        ("name: bad\nstages:\n  - kind: finetune\n\tname: teacher\n", 4),
+    ],
+)
+def test_invalid_yaml_names_file_and_line(tmp_path, text, line):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as exc:
+        load_config(Recipe, path)
+    msg = str(exc.value)
+    assert msg.startswith(f"invalid YAML in {path} at line {line}, column ")
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n"])
+def test_yaml_that_is_not_a_mapping(tmp_path, text):
+    path = tmp_path / "list.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="must hold a mapping"):
+        read_yaml(path)
+
+
+def test_empty_yaml_is_an_empty_config(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing\n")
+    assert read_yaml(path) == {}
+    assert load_config(FinetuneConfig, path) == FinetuneConfig()
+
+
+@pytest.mark.parametrize(
+    ("model", "override", "key", "hint"),
+    [
+        (Recipe, "stages.1.temprature=2", "stages.1.temprature", "did you mean 'temperature'?"),
+        (Recipe, "stages.1.student.prest=x", "stages.1.student.prest", "did you mean 'preset'?"),
+        (Recipe, "nme=x", "nme", "did you mean 'name'?"),
+        (DistillConfig, "data.batch_sise=8", "data.batch_sise", "did you mean 'batch_size'?"),
+        (DistillConfig, "layer_map.stratgy=top", "layer_map.stratgy", "did you mean 'strategy'?"),
+        (DistillConfig, "zzz=1", "zzz", "valid keys: kind, name, teacher, student"),
+    ],
+)
+def test_unknown_key_suggests_the_closest_valid_key(model, override, key, hint):
+    path = RECIPE if model is Recipe else None
+    with pytest.raises(UserError) as exc:
+        load_config(model, path, [override])
+    msg = str(exc.value)
+    assert f"unknown key '{key}'" in msg
+    assert hint in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "detail"),
+    [
+        ("stages.0.data.batch_size=lots", "stages.0.data.batch_size", "(got 'lots')"),
+        ("stages.0.optim.lr=fast", "stages.0.optim.lr", "valid number"),
+        ("stages.1.temperature=0", "stages.1.temperature", "greater than 0"),
+        ("stages.1.alpha=1.5", "stages.1.alpha", "less than or equal to 1"),
+        ("stages.1.phases.0.objectives.0.loss=kld", "stages.1.phases.0.objectives.0.loss",
+         "(got 'kld')"),
+        ("stages.1.layer_map.strategy=middle", "stages.1.layer_map.strategy", "'uniform'"),
+    ],
+)
+def test_wrong_type_or_value_names_the_key(override, key, detail):
+    with pytest.raises(UserError) as exc:
+        load_config(Recipe, RECIPE, [override])
+    msg = str(exc.value)
+    assert msg.startswith(f"{RECIPE}: '{key}': ")
+    assert detail in msg
+
+
+def test_unknown_stage_kind():
+    with pytest.raises(UserError) as exc:
+        load_config(Recipe, RECIPE, ["stages.0.kind=train"])
+    assert "'train'" in str(exc.value)
+    assert "'finetune', 'distill', 'evaluate'" in str(exc.value)
+
+
+@pytest.mark.parametrize("loss", ["kd", "soft_ce", "hidden", "attention", "embedding"])
+def test_losses_that_need_a_teacher_without_one(loss):
+    with pytest.raises(UserError) as exc:
+        distill_config(phases(loss, "hard"))
+    assert f"losses ['{loss}'] need a teacher" in str(exc.value)
+
+
+def test_labels_only_needs_no_teacher():
+    cfg = distill_config(phases("hard"))
+    assert cfg.teacher is None
+    assert [o.loss for o in cfg.phases[0].objectives] == ["hard"]
+
+
+def test_recipe_stage_without_its_teacher():
+    with pytest.raises(UserError, match=r"need a teacher") as exc:
+        load_config(Recipe, RECIPE, ["stages.1.teacher=null"])
+    assert str(exc.value).startswith(f"{RECIPE}: 'stages.1': ")
+
+
+def test_duplicate_stage_names():
+    with pytest.raises(UserError) as exc:
+        load_config(Recipe, RECIPE, ["stages.2.name=student-kd"])
+    assert "stage names must be unique; repeated: ['student-kd']" in str(exc.value)
+
+
+def test_recipe_needs_a_stage(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: nothing\nstages: []\n")
+    with pytest.raises(UserError, match="'stages'"):
+        load_config(Recipe, path)
+
+
+def test_saved_config_loads_back_identically(tmp_path):
+    recipe = load_config(Recipe, RECIPE, ["stages.1.phases.0.epochs=0.5"])
+    save_config(recipe, tmp_path / "run" / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["stages"][1]["phases"][0]["epochs"] == 0.5
+    assert saved["stages"][1]["layer_map"]["strategy"] == "uniform"  # defaults are resolved
+    assert load_config(Recipe, tmp_path / "run" / "config.yaml") == recipe
+
+
+def test_config_hash_tracks_config_and_salt():
+    a = distill_config("temperature=2")
+    assert config_hash(a) == config_hash(distill_config("temperature=2.0"))
+    assert config_hash(a) != config_hash(distill_config("temperature=3"))
+    assert config_hash(a) != config_hash(a, salt="upstream")
+    assert len(config_hash(a)) == 16

@@ -1,0 +1,252 @@
+"""Distillation end to end on rotten-tomatoes (tiny): kd, TinyBERT's two phases, the
+labels-only baseline, recipes that skip up-to-date stages, and students copied from the teacher.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from conftest import LABELS, MICRO, TINY_DATA, dev_accuracy, distill_config, read_jsonl
+from safetensors.torch import load_file
+
+from textdistill import recipe as recipe_mod
+from textdistill.config import DistillConfig, Recipe, load_config, validate
+from textdistill.distill import run_distill, seed_everything
+from textdistill.errors import UserError
+from textdistill.models.classifier import build_student, load_classifier
+
+
+def test_kd_student(kd_run, teacher):
+    out, cfg, summary = kd_run
+    assert summary["steps"] == 4  # 64 rows in batches of 16, one epoch
+    assert summary["labels"] == LABELS and summary["train_rows"] == 64
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(summary))
+    # The resolved config is saved beside the run and loads back to the same config.
+    assert load_config(DistillConfig, out / "config.yaml") == cfg
+    assert yaml.safe_load((out / "config.yaml").read_text())["teacher"] == str(teacher)
+
+    records = read_jsonl(out / "logs" / "metrics.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    assert train and all(set(r) >= {"loss", "kd"} and math.isfinite(r["kd"]) for r in train)
+    assert [r["epoch"] for r in records if r["kind"] == "eval"] == [1]
+
+    student, _ = load_classifier(str(out / "model"), LABELS)
+    assert type(student).__name__ == "BertForSequenceClassification"
+    c = student.config
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads) == (2, 128, 2)
+    assert dev_accuracy(out / "model", cfg) == summary["best_dev"]["accuracy"]
+
+    # The frozen teacher is not part of what is checkpointed.
+    ckpt = load_file(out / "checkpoint" / "module.safetensors")
+    assert ckpt and all(k.startswith("student.") for k in ckpt)
+    # The student trained: its weights left their initial values.
+    teacher_model, _ = load_classifier(str(teacher), LABELS)
+    seed_everything(cfg.seed)
+    init = build_student("micro-2", teacher_model, LABELS).state_dict()
+    trained = student.state_dict()
+    assert init.keys() == trained.keys()
+    assert not torch.equal(init["bert.encoder.layer.1.output.dense.weight"],
+                           trained["bert.encoder.layer.1.output.dense.weight"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("preset", "average_heads"),
+    [("micro-2", True), ("tiny-2", False)],  # 2 heads averaged vs 12 heads one to one
+)
+def test_tinybert_two_phases(tmp_path, teacher, preset, average_heads):
+    cfg = distill_config(
+        f"teacher={teacher}", f"student.preset={preset}", *TINY_DATA,
+        f"average_heads={str(average_heads).lower()}",
+        "phases=[{name: intermediate, epochs: 0.5, optim: {lr: 0.001},"
+        " objectives: [{loss: embedding}, {loss: hidden}, {loss: attention}]},"
+        " {name: prediction, epochs: 0.5, optim: {lr: 0.001}, objectives: [{loss: soft_ce}]}]",
+    )
+    summary = run_distill(cfg, tmp_path)
+    assert summary["steps"] == 4  # 2 + 2: half an epoch of 4 batches per phase
+    records = read_jsonl(tmp_path / "logs" / "metrics.jsonl")
+    first = [r for r in records if r["kind"] == "train" and r["phase"] == 0]
+    second = [r for r in records if r["kind"] == "train" and r["phase"] == 1]
+    assert first and second
+    for r in first:
+        assert {"embedding", "hidden", "attention"} <= set(r) and "soft_ce" not in r
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("embedding", "hidden",
+                                                                "attention"))
+        assert r["loss"] == pytest.approx(r["embedding"] + r["hidden"] + r["attention"],
+                                          rel=1e-5)
+    assert all("soft_ce" in r and "hidden" not in r for r in second)
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["phase"] for r in evals] == [0, 1]
+    # Only the prediction phase may select the best model.
+    assert summary["best_dev"]["phase"] == 1
+    assert dev_accuracy(tmp_path / "model", cfg) == summary["best_dev"]["accuracy"]
+    # The learned projections are trained and checkpointed, but not saved with the student.
+    ckpt = load_file(tmp_path / "checkpoint" / "module.safetensors")
+    assert any(k.startswith("embedding_proj.") for k in ckpt)
+    assert any(k.startswith("hidden_proj.") for k in ckpt)
+    saved = load_file(tmp_path / "model" / "model.safetensors")
+    assert not any("proj" in k for k in saved)
+
+
+@pytest.mark.slow
+def test_labels_only_baseline(tmp_path):
+    cfg = distill_config(*MICRO, "phases=[{name: labels, epochs: 1, objectives: [{loss: hard}]}]")
+    assert cfg.teacher is None
+    summary = run_distill(cfg, tmp_path)
+    assert summary["steps"] == 4
+    train = [r for r in read_jsonl(tmp_path / "logs" / "metrics.jsonl") if r["kind"] == "train"]
+    assert train and all(set(r) - {"kind", "step", "phase", "epoch", "lr"} == {"loss", "hard"}
+                         for r in train)
+    student, tokenizer = load_classifier(str(tmp_path / "model"), LABELS)
+    assert student.config.num_hidden_layers == 2
+    assert tokenizer.vocab_size == 30522  # the vocabulary of student.vocab_from (minilm)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["teacher"] is None
+
+
+def _tiny_recipe(temperature: float = 1.0) -> Recipe:
+    data = {"max_length": 32, "max_train_examples": 32, "max_eval_examples": 16,
+            "batch_size": 16, "eval_batch_size": 16}
+    return validate(Recipe, {
+        "name": "tiny",
+        "stages": [
+            {"kind": "distill", "name": "labels", "student": {"preset": "micro-2"},
+             "data": data, "phases": [{"epochs": 0.5, "objectives": [{"loss": "hard"}]}]},
+            {"kind": "distill", "name": "kd", "teacher": "labels",
+             "student": {"preset": "micro-2"}, "data": data, "temperature": temperature,
+             "phases": [{"epochs": 0.5, "objectives": [{"loss": "kd"}]}]},
+            {"kind": "evaluate", "name": "compare", "models": ["labels", "kd"],
+             "data": {**data, "max_eval_examples": 8}, "split": "dev",
+             "latency_examples": 2, "throughput_batches": 1},
+        ],
+    })
+
+
+@pytest.mark.slow
+def test_recipe_skips_up_to_date_stages_and_reruns_changed_ones(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    recipe = _tiny_recipe()
+    calls: list[str] = []
+    real_run_stage = recipe_mod.run_stage
+
+    def recording_run_stage(stage, out_dir, *args, **kwargs):
+        calls.append(stage.name)
+        return real_run_stage(stage, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(recipe_mod, "run_stage", recording_run_stage)
+    first = recipe_mod.run_recipe(recipe, run_dir)
+    assert calls == ["labels", "kd", "compare"]
+    assert set(first) == {"labels", "kd", "compare"}
+    assert first["labels"]["steps"] == 1
+    # The resolved configs are saved: the recipe in the run folder, each stage in its own,
+    # with earlier stages' names resolved to their model folders.
+    assert load_config(Recipe, run_dir / "config.yaml") == recipe
+    kd_cfg = yaml.safe_load((run_dir / "kd" / "config.yaml").read_text())
+    assert kd_cfg["teacher"] == str(run_dir / "labels" / "model")
+    compare = json.loads((run_dir / "compare" / "metrics.json").read_text())
+    assert set(compare["models"]) == {"labels", "kd"}
+    assert compare["models"]["labels"]["retention"] == 1.0
+    assert json.loads((run_dir / "metrics.json").read_text())["kd"]["steps"] == 1
+    model_file = run_dir / "kd" / "model" / "model.safetensors"
+    written = model_file.stat().st_mtime_ns
+
+    # Second run, same recipe: every stage is up to date.
+    calls.clear()
+    second = recipe_mod.run_recipe(recipe, run_dir)
+    assert calls == []
+    assert second == json.loads(json.dumps(first))
+    assert model_file.stat().st_mtime_ns == written
+
+    # A changed stage reruns, and so does every stage after it; earlier ones are skipped.
+    calls.clear()
+    third = recipe_mod.run_recipe(_tiny_recipe(temperature=3.0), run_dir)
+    assert calls == ["kd", "compare"]
+    assert yaml.safe_load((run_dir / "kd" / "config.yaml").read_text())["temperature"] == 3.0
+    assert third["labels"] == second["labels"]
+
+    # A stage whose marker is gone (an interrupted stage) runs again.
+    calls.clear()
+    (run_dir / "compare" / "stage.json").unlink()
+    recipe_mod.run_recipe(_tiny_recipe(temperature=3.0), run_dir)
+    assert calls == ["compare"]
+
+
+def test_recipe_evaluating_an_unknown_model(tmp_path):
+    recipe = validate(Recipe, {"name": "x", "stages": [
+        {"kind": "evaluate", "name": "e", "models": ["nowhere"]}]})
+    with pytest.raises(UserError, match="evaluates 'nowhere', which is neither an earlier stage"):
+        recipe_mod.run_recipe(recipe, tmp_path)
+
+
+# -- students initialised from the teacher ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def teacher_model(teacher):
+    model, _ = load_classifier(str(teacher), LABELS)
+    return model
+
+
+def test_init_from_teacher_copies_layers(teacher_model):
+    student = build_student("minilm-3", teacher_model, LABELS, init_from_teacher=[2, 4, 6])
+    s, t = student.bert, teacher_model.bert
+    assert student.config.num_hidden_layers == 3
+    for s_index, t_index in enumerate([2, 4, 6]):
+        s_layer = s.encoder.layer[s_index].state_dict()
+        t_layer = t.encoder.layer[t_index - 1].state_dict()
+        assert s_layer.keys() == t_layer.keys()
+        for key in s_layer:
+            assert torch.equal(s_layer[key], t_layer[key]), (s_index, key)
+    # Copies, not shared tensors, and not some other layer.
+    assert not torch.equal(s.encoder.layer[0].attention.self.query.weight,
+                           t.encoder.layer[0].attention.self.query.weight)
+    assert s.encoder.layer[0].attention.self.query.weight.data_ptr() != \
+        t.encoder.layer[1].attention.self.query.weight.data_ptr()
+    for key, value in t.embeddings.state_dict().items():
+        assert torch.equal(s.embeddings.state_dict()[key], value), key
+    assert torch.equal(s.pooler.dense.weight, t.pooler.dense.weight)
+
+
+def test_without_init_from_teacher_layers_are_fresh(teacher_model):
+    student = build_student("minilm-3", teacher_model, LABELS)
+    assert not torch.equal(student.bert.encoder.layer[0].output.dense.weight,
+                           teacher_model.bert.encoder.layer[0].output.dense.weight)
+    assert not torch.equal(student.bert.embeddings.word_embeddings.weight,
+                           teacher_model.bert.embeddings.word_embeddings.weight)
+
+
+@pytest.mark.parametrize(
+    ("preset", "layers", "message"),
+    [
+        ("minilm-3", [1, 2], "lists 2 layers but the student has 3"),
+        ("minilm-3", [1, 2, 7], "names layer 7, but the teacher has layers 1..6"),
+        ("micro-2", [1, 2], "hidden_size is 128 in the student and 384 in the teacher"),
+    ],
+)
+def test_init_from_teacher_errors(teacher_model, preset, layers, message):
+    with pytest.raises(UserError, match=message):
+        build_student(preset, teacher_model, LABELS, init_from_teacher=layers)
+
+
+@pytest.mark.slow
+def test_init_from_teacher_through_run_distill(tmp_path, teacher, teacher_model):
+    # With a learning rate of ~0 the saved student is the copied one.
+    cfg = distill_config(
+        f"teacher={teacher}", "student.preset=minilm-3", "student.init_from_teacher=[1, 3, 5]",
+        *TINY_DATA, "data.max_train_examples=16",
+        "phases=[{epochs: 1, optim: {lr: 1.0e-30, max_grad_norm: null},"
+        " objectives: [{loss: kd}]}]",
+    )
+    summary = run_distill(cfg, tmp_path)
+    assert summary["steps"] == 1
+    saved = load_file(tmp_path / "model" / "model.safetensors")
+    teacher_weights = teacher_model.state_dict()
+    for s_index, t_index in enumerate([1, 3, 5]):
+        for name in ("attention.self.key.weight", "output.dense.weight"):
+            s_key = f"bert.encoder.layer.{s_index}.{name}"
+            t_key = f"bert.encoder.layer.{t_index - 1}.{name}"
+            assert torch.allclose(saved[s_key], teacher_weights[t_key], atol=1e-6), s_key
+    # Its predictions start from the teacher's features: accuracy is recomputable from disk.
+    assert dev_accuracy(tmp_path / "model", cfg) == summary["best_dev"]["accuracy"]
