@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from transformers import get_linear_schedule_with_warmup
 
 from textdistill.config import OptimConfig
-from textdistill.data.batching import TokenizedDataset, make_loader
+from textdistill.data.batching import TrainData
 from textdistill.errors import TrainingDiverged, UserError
 
 console = Console(stderr=True)
@@ -96,7 +96,7 @@ class Trainer:
     def __init__(
         self,
         module: torch.nn.Module,
-        train_data: TokenizedDataset,
+        train_data: TrainData,
         batch_size: int,
         phases: list[PhaseSpec],
         out_dir: str | Path,
@@ -234,8 +234,8 @@ class Trainer:
 
     def _run_phase(self, state: TrainState, restored: dict | None, stop: _StopFlag) -> int:
         phase = self.phases[state.phase]
-        loader = make_loader(self.train_data, self.batch_size, shuffle=True,
-                             seed=self.seed + 7919 * state.phase)
+        loader = self.train_data.loader(self.batch_size, shuffle=True,
+                                        seed=self.seed + 7919 * state.phase)
         sampler = loader.batch_sampler
         params = [p for p in self.module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=phase.optim.lr,

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from textdistill.data.corpora import Example
 from textdistill.errors import UserError
+
+
+class TrainData(Protocol):
+    """What the trainer needs of a dataset: a loader whose batch sampler has ``set_epoch``."""
+
+    def loader(self, batch_size: int, shuffle: bool, seed: int) -> DataLoader: ...
 
 
 class TokenizedDataset(torch.utils.data.Dataset):
@@ -31,6 +38,9 @@ class TokenizedDataset(torch.utils.data.Dataset):
 
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
+
+    def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+        return make_loader(self, batch_size, shuffle, seed)
 
 
 class PadCollator:
