@@ -37,6 +37,9 @@ class OptimConfig(Strict):
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int | None = Field(None, ge=0)
+    """Overrides warmup_ratio when set."""
+    schedule: Literal["linear", "inverse_sqrt"] = "linear"
     max_grad_norm: float | None = 1.0
 
 
@@ -129,7 +132,97 @@ class EvaluateConfig(Strict):
     throughput_batches: int = Field(10, gt=0)
 
 
-Stage = Annotated[FinetuneConfig | DistillConfig | EvaluateConfig, Field(discriminator="kind")]
+class ParallelDataConfig(Strict):
+    """A translation corpus (l10n, English to one target language) and how to batch it."""
+
+    corpus: Literal["l10n"] = "l10n"
+    src_lang: Literal["en"] = "en"
+    tgt_lang: Literal["de", "fr", "es"] = "de"
+    targets: str | None = None
+    """Training targets from a file (one per training source) or a generate stage's name."""
+    max_length: int = Field(128, gt=1)
+    batch_tokens: int = Field(4096, gt=0)
+    max_train_examples: int | None = Field(None, gt=0)
+    max_eval_examples: int | None = Field(None, gt=0)
+
+
+class Seq2SeqObjective(Strict):
+    """A term of a translation objective."""
+
+    loss: Literal["nll", "word_kd"]
+    weight: float = Field(1.0, ge=0)
+
+
+class Seq2SeqConfig(Strict):
+    """Train a translation model: a teacher on gold data or a student (Seq-KD, word-KD)."""
+
+    kind: Literal["train"] = "train"
+    name: str = "nmt"
+    preset: str = "tiny"
+    tokenizer: str | None = None
+    """A tokenizer folder; by default a joint vocabulary is trained on the training split."""
+    vocab_size: int = Field(8000, gt=0)
+    data: ParallelDataConfig = Field(default_factory=ParallelDataConfig)
+    epochs: float = Field(10, gt=0)
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig(lr=5e-4, warmup_steps=1000, schedule="inverse_sqrt")
+    )
+    objectives: list[Seq2SeqObjective] = Field(
+        default_factory=lambda: [Seq2SeqObjective(loss="nll")])
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    teacher: str | None = None
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _teacher_needed(self) -> Seq2SeqConfig:
+        if any(o.loss == "word_kd" for o in self.objectives) and self.teacher is None:
+            raise ValueError("word_kd needs a teacher: set 'teacher' to a model folder or an "
+                             "earlier stage's name")
+        return self
+
+
+class GenerateConfig(Strict):
+    """Decode a split of a corpus with a teacher: the distilled corpus (and k-best lists)."""
+
+    kind: Literal["generate"] = "generate"
+    name: str = "distilled"
+    model: str
+    data: ParallelDataConfig = Field(default_factory=ParallelDataConfig)
+    split: Literal["train", "dev", "test"] = "train"
+    method: Literal["beam", "greedy", "sample", "topk", "topp"] = "beam"
+    beam: int = Field(5, gt=0)
+    num_return: int = Field(1, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(10, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    select: Literal["top", "sentence_bleu"] = "top"
+    """Which hypothesis becomes the target: the best-scoring, or (Seq-Inter) the one with the
+    highest sentence BLEU against the reference."""
+    seed: int = 0
+
+
+class TranslationEvalConfig(Strict):
+    """Evaluate translation models on a split: BLEU/chrF per beam size, size, speed."""
+
+    kind: Literal["evaluate-mt"] = "evaluate-mt"
+    name: str = "evaluate"
+    models: list[str] = Field(min_length=1)
+    data: ParallelDataConfig = Field(default_factory=ParallelDataConfig)
+    split: Literal["dev", "test"] = "test"
+    beams: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+
+
+Stage = Annotated[
+    FinetuneConfig
+    | DistillConfig
+    | EvaluateConfig
+    | Seq2SeqConfig
+    | GenerateConfig
+    | TranslationEvalConfig,
+    Field(discriminator="kind"),
+]
 
 
 class Recipe(Strict):
@@ -266,6 +359,9 @@ _STAGES: dict[str, type[BaseModel]] = {
     "finetune": FinetuneConfig,
     "distill": DistillConfig,
     "evaluate": EvaluateConfig,
+    "train": Seq2SeqConfig,
+    "generate": GenerateConfig,
+    "evaluate-mt": TranslationEvalConfig,
 }
 
 

@@ -12,7 +12,10 @@ from textdistill.config import (
     DistillConfig,
     EvaluateConfig,
     FinetuneConfig,
+    GenerateConfig,
     Recipe,
+    Seq2SeqConfig,
+    TranslationEvalConfig,
     config_hash,
     save_config,
 )
@@ -37,6 +40,17 @@ def _resolved(stage, run_dir: Path, earlier: list[str]):
             update={"vocab_from": _resolve(stage.student.vocab_from, run_dir, earlier)})
         teacher = _resolve(stage.teacher, run_dir, earlier) if stage.teacher else None
         return stage.model_copy(update={"teacher": teacher, "student": student})
+    if isinstance(stage, Seq2SeqConfig):
+        targets = stage.data.targets
+        if targets in earlier:
+            targets = str(run_dir / targets / "targets.txt")
+        teacher = _resolve(stage.teacher, run_dir, earlier) if stage.teacher else None
+        tokenizer = _resolve(stage.tokenizer, run_dir, earlier) if stage.tokenizer else None
+        return stage.model_copy(update={
+            "teacher": teacher, "tokenizer": tokenizer,
+            "data": stage.data.model_copy(update={"targets": targets})})
+    if isinstance(stage, GenerateConfig):
+        return stage.model_copy(update={"model": _resolve(stage.model, run_dir, earlier)})
     unknown = [m for m in stage.models if m not in earlier and not Path(m).is_dir()]
     if unknown:
         raise UserError(f"stage '{stage.name}' evaluates '{unknown[0]}', which is neither an "
@@ -50,8 +64,22 @@ def run_stage(stage, out_dir: Path, run_dir: Path, earlier: list[str], resume: b
         return run_finetune(stage, out_dir, resume=resume)
     if isinstance(stage, DistillConfig):
         return run_distill(stage, out_dir, resume=resume)
+    if isinstance(stage, Seq2SeqConfig):
+        from textdistill.seq2seq.train import run_train
+
+        return run_train(stage, out_dir, resume=resume)
+    if isinstance(stage, GenerateConfig):
+        from textdistill.seq2seq.train import run_generate
+
+        return run_generate(stage, out_dir)
     models = {m: _resolve(m, run_dir, earlier) for m in stage.models}
     save_config(stage, out_dir / "config.yaml")
+    if isinstance(stage, TranslationEvalConfig):
+        from textdistill.seq2seq.train import run_evaluate_mt
+
+        table = run_evaluate_mt(stage, models, out_dir)
+        console.print_json(data=table)
+        return table
     table = run_evaluate(stage, models, out_dir)
     console.print(format_table(table))
     return table
@@ -74,7 +102,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> dic
         if marker.is_file() and json.loads(marker.read_text()).get("config") == digest:
             console.print(f"[green]skip[/] stage '{stage.name}': output is up to date")
             metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
-            if isinstance(stage, EvaluateConfig):
+            if type(stage) is EvaluateConfig:
                 console.print(format_table(metrics[stage.name]))
         else:
             console.print(f"[bold]stage[/] '{stage.name}' ({stage.kind})")

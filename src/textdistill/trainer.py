@@ -19,8 +19,8 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from safetensors.torch import load_file, save_file
-from transformers import get_linear_schedule_with_warmup
+from safetensors.torch import load_model, save_model
+from transformers import get_inverse_sqrt_schedule, get_linear_schedule_with_warmup
 
 from textdistill.config import OptimConfig
 from textdistill.data.batching import TrainData
@@ -75,6 +75,15 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+def _scheduler(optimizer, optim: OptimConfig, total: int):
+    """Linear warmup then linear decay to 0, or warmup then 1/sqrt(step) decay."""
+    warmup = optim.warmup_steps if optim.warmup_steps is not None else int(
+        optim.warmup_ratio * total)
+    if optim.schedule == "inverse_sqrt":
+        return get_inverse_sqrt_schedule(optimizer, num_warmup_steps=max(1, warmup))
+    return get_linear_schedule_with_warmup(optimizer, warmup, total)
 
 
 def _rng_state() -> dict[str, torch.Tensor]:
@@ -150,9 +159,8 @@ class Trainer:
             tmp = self.ckpt_dir.with_name(".checkpoint.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            weights = self.accelerator.unwrap_model(self.module).state_dict()
-            save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()},
-                      tmp / "module.safetensors")
+            # save_model drops duplicates of tied weights (shared embeddings)
+            save_model(self.accelerator.unwrap_model(self.module), str(tmp / "module.safetensors"))
             torch.save(
                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "rng": _rng_state()},
@@ -173,8 +181,8 @@ class Trainer:
                 f"--resume: no checkpoint in {self.ckpt_dir}; run without --resume to start anew"
             )
         state = TrainState(**json.loads((self.ckpt_dir / "state.json").read_text()))
-        weights = load_file(self.ckpt_dir / "module.safetensors")
-        self.accelerator.unwrap_model(self.module).load_state_dict(weights)
+        load_model(self.accelerator.unwrap_model(self.module),
+                   str(self.ckpt_dir / "module.safetensors"))
         rest = torch.load(self.ckpt_dir / "optimizer.pt", weights_only=True)
         return state, rest
 
@@ -243,9 +251,7 @@ class Trainer:
         optimizer, loader = self.accelerator.prepare(optimizer, loader)
         per_epoch = len(loader)
         total = max(1, math.ceil(phase.epochs * per_epoch))
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(phase.optim.warmup_ratio * total), total
-        )
+        scheduler = _scheduler(optimizer, phase.optim, total)
         if restored is not None:
             optimizer.load_state_dict(restored["optimizer"])
             scheduler.load_state_dict(restored["scheduler"])
