@@ -1,0 +1,94 @@
+"""The Kim & Rush recipe end to end at toy scale on real l10n data: teacher, students on gold,
+word-KD, Seq-KD and Seq-Inter, generation and evaluation all run and hand each other the right
+artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from textdistill.config import Recipe, Seq2SeqConfig, load_config, validate
+from textdistill.data.corpora import L10N_FILES
+from textdistill.errors import UserError
+from textdistill.paths import data_dir
+from textdistill.recipe import run_recipe
+from textdistill.seq2seq.generate import read_kbest, sentence_bleu
+from textdistill.seq2seq.parallel import load_l10n_pairs, read_lines
+
+pytestmark = pytest.mark.skipif(
+    not (data_dir() / L10N_FILES["train"]).is_file(),
+    reason="l10n not found: set TEXTDISTILL_DATA to the shared data directory",
+)
+RECIPE = Path(__file__).parent.parent / "recipes" / "seqkd.yaml"
+N = 48
+
+
+def toy_overrides() -> list[str]:
+    out = ["stages.0.preset=tiny", "stages.0.vocab_size=500", "stages.7.beams=[1,2]",
+           "stages.7.data.max_eval_examples=8", "stages.7.data.max_length=24",
+           "stages.3.beam=2", "stages.5.beam=3", "stages.5.num_return=3"]
+    for i in (0, 1, 2, 4, 6):
+        out += [f"stages.{i}.data.max_train_examples={N}", f"stages.{i}.data.max_eval_examples=4",
+                f"stages.{i}.data.max_length=24", f"stages.{i}.epochs=1",
+                f"stages.{i}.optim.warmup_steps=2"]
+    for i in (3, 5):
+        out += [f"stages.{i}.data.max_train_examples={N}", f"stages.{i}.data.max_length=24"]
+    return out
+
+
+@pytest.mark.slow
+def test_seqkd_recipe_runs_end_to_end(tmp_path):
+    recipe = load_config(Recipe, RECIPE, toy_overrides())
+    metrics = run_recipe(recipe, tmp_path)
+    gold = load_l10n_pairs("train", "de")[:N]
+
+    distilled = read_lines(tmp_path / "distilled" / "targets.txt")
+    assert len(distilled) == N
+    kbest = read_kbest(tmp_path / "kbest" / "kbest.jsonl")
+    assert len(kbest) == N and all(len(h) == 3 for h in kbest)
+    chosen = read_lines(tmp_path / "kbest" / "targets.txt")
+    for hyps, pick, (_, ref) in zip(kbest, chosen, gold, strict=True):
+        # Seq-Inter keeps the hypothesis closest to the reference, never a worse one
+        assert sentence_bleu(pick, ref) == max(sentence_bleu(h.text, ref) for h in hyps)
+
+    # the Seq-KD student really trained on the teacher's outputs, not on gold
+    seqkd_cfg = json.loads((tmp_path / "student-seqkd" / "stage.json").read_text())
+    assert seqkd_cfg["config"]
+    assert "distilled/targets.txt" in (tmp_path / "student-seqkd" / "config.yaml").read_text()
+
+    table = metrics["evaluate"]["models"]
+    assert set(table) == {"teacher", "student-gold", "student-wordkd", "student-seqkd",
+                          "student-seqinter"}
+    for row in table.values():
+        assert {"bleu_b1", "bleu_b2", "chrf_b1", "sent_per_s_b2", "params"} <= set(row)
+        assert row["params"] > 1_000_000
+
+    # students share the teacher's vocabulary (word-KD needs it)
+    teacher_vocab = (tmp_path / "teacher" / "model" / "tokenizer.json").read_text()
+    assert (tmp_path / "student-gold" / "model" / "tokenizer.json").read_text() == teacher_vocab
+
+    # a second run skips every stage
+    again = run_recipe(recipe, tmp_path)
+    assert again == metrics
+
+
+def test_word_kd_needs_a_teacher():
+    with pytest.raises(UserError, match="word_kd needs a teacher"):
+        validate(Seq2SeqConfig, {"objectives": [{"loss": "word_kd"}]})
+
+
+def test_unknown_target_language_is_rejected():
+    with pytest.raises(UserError, match="tgt_lang"):
+        validate(Seq2SeqConfig, {"data": {"tgt_lang": "it"}})
+
+
+def test_distilled_targets_must_match_the_split(tmp_path):
+    from textdistill.seq2seq.train import load_pairs
+
+    bad = tmp_path / "targets.txt"
+    bad.write_text("eins\nzwei\ndrei\n", encoding="utf-8")
+    cfg = validate(Seq2SeqConfig, {"data": {"targets": str(bad), "max_train_examples": 10}})
+    with pytest.raises(UserError, match="has 3 lines but the train split has"):
+        load_pairs(cfg, "train")
