@@ -16,6 +16,7 @@ from textdistill.config import (
     EvaluateConfig,
     FinetuneConfig,
     Recipe,
+    Seq2SeqConfig,
     load_config,
 )
 from textdistill.errors import UserError
@@ -95,6 +96,22 @@ def _display_name(model: str) -> str:
     """``runs/x/student/model`` is shown as ``student``."""
     path = Path(model)
     return path.parent.name if path.name == "model" and path.parent.name else path.name or model
+
+
+@app.command()
+@user_errors
+def train(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    config: ConfigOpt = None,
+    overrides: Overrides = None,
+    resume: Resume = False,
+) -> None:
+    """Train a translation model: a teacher on gold data, or a student (Seq-KD, word-KD)."""
+    from textdistill.seq2seq.train import run_train
+
+    cfg = load_config(Seq2SeqConfig, config, overrides)
+    summary = run_train(cfg, out, resume=resume)
+    _report(summary, out, "model")
 
 
 @app.command()
