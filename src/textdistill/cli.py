@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -129,7 +130,7 @@ def evaluate(
     cfg = validate(EvaluateConfig, {"models": models, "split": split,
                                     "data": DataConfig(corpus=corpus).model_dump()})
     table = run_evaluate(cfg, {_display_name(m): m for m in models}, out)
-    Console().print(format_table(table))
+    Console(width=None if sys.stdout.isatty() else 140).print(format_table(table))
 
 
 @app.command()

@@ -4,6 +4,7 @@ date, so an interrupted recipe resumes where it stopped."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from textdistill.errors import UserError
 from textdistill.evaluate import format_table, run_evaluate
 from textdistill.paths import atomic_write_json
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _resolve(name: str, run_dir: Path, earlier: list[str]) -> str:
