@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from textdistill.clitools import user_errors
 from textdistill.config import (
     DataConfig,
     DistillConfig,
@@ -20,7 +20,6 @@ from textdistill.config import (
     Seq2SeqConfig,
     load_config,
 )
-from textdistill.errors import UserError
 
 app = typer.Typer(
     help="Knowledge distillation for NLP: fine-tune teachers, distill students, evaluate.",
@@ -39,23 +38,11 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 Resume = Annotated[bool, typer.Option(help="Continue from the checkpoint in the output folder.")]
 
 
-def user_errors(fn):
-    """Print a UserError as one line and exit non-zero, without a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(getattr(exc, "exit_code", 2)) from None
-
-    return wrapper
-
-
 def _report(summary: dict, out: Path, what: str) -> None:
     """One closing line, from the main process only."""
-    if summary.get("is_main", True):
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
         best = summary["best_dev"]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
         err.print(f"{what} saved in {out / 'model'}; best dev: {shown or 'n/a'}")
@@ -148,6 +135,13 @@ def run(
     run_recipe(cfg, run_dir or Path("runs") / cfg.name, resume=resume)
 
 
+def _register_generate() -> None:
+    from textdistill.seq2seq.command import generate_command
+
+    app.command("generate", help="Decode a corpus with a teacher (beam, greedy, sampling, "
+                "k-best): the distilled corpus.")(generate_command)
+
+
 def _register_analyze() -> None:
     from textdistill.analysis.command import analyze_command
 
@@ -157,6 +151,7 @@ def _register_analyze() -> None:
 
 
 _register_analyze()
+_register_generate()
 
 
 @data_app.command("list")

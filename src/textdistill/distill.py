@@ -163,7 +163,7 @@ def _train(module: DistillModule, tokenizer, cfg, phases: list[PhaseSpec], corpu
     summary["train_rows"] = len(train)
     if trainer.is_main:
         atomic_write_json(out_dir / "metrics.json", summary)
-    return {**summary, "is_main": trainer.is_main}
+    return summary
 
 
 def run_finetune(cfg: FinetuneConfig, out_dir: str | Path, resume: bool = False) -> dict:

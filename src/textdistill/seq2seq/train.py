@@ -226,7 +226,7 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     summary.update(train_pairs=len(train_pairs), params=count_parameters(model))
     if trainer.is_main:
         atomic_write_json(out_dir / "metrics.json", summary)
-    return {**summary, "is_main": trainer.is_main}
+    return summary
 
 
 def run_generate(cfg: GenerateConfig, out_dir: str | Path) -> dict:

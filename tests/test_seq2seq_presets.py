@@ -1,0 +1,181 @@
+"""Seq2seq presets, the label-smoothed loss, the inverse-sqrt schedule, checkpoint averaging."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForSeq2SeqLM, MarianMTModel
+
+from textdistill.errors import UserError
+from textdistill.seq2seq.presets import (
+    PRESETS,
+    average_checkpoints,
+    build_seq2seq,
+    count_parameters,
+    freeze_positions,
+    label_smoothed_nll,
+    save_seq2seq,
+    seq2seq_config,
+)
+from textdistill.seq2seq.vocab import read_languages
+
+# Documented in docs/seq2seq.md (vocabulary of 8,000 tokens).
+COUNTS_8K = {"tiny": 13_107_200, "small": 35_622_400, "base": 48_234_496, "big": 184_549_376}
+
+
+class FakeTokenizer:
+    pad_token_id, eos_token_id = 0, 1
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def save_pretrained(self, folder: str) -> None:  # what save_seq2seq calls
+        pass
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_parameter_counts_at_8k(name):
+    with torch.device("meta"):
+        model = MarianMTModel(seq2seq_config(name, 8000))
+    assert count_parameters(model) == COUNTS_8K[name]
+
+
+def test_shared_tied_embeddings_and_config():
+    model = build_seq2seq("tiny", FakeTokenizer(300), seed=0, d_model=16, heads=2, ffn_dim=32,
+                          encoder_layers=1, decoder_layers=1)
+    shared = model.model.shared.weight
+    assert model.lm_head.weight is shared
+    assert model.model.encoder.embed_tokens.weight is shared
+    assert model.model.decoder.embed_tokens.weight is shared
+    assert shared.shape == (300, 16)
+    cfg = model.config
+    assert (cfg.pad_token_id, cfg.eos_token_id, cfg.decoder_start_token_id) == (0, 1, 0)
+    assert cfg.scale_embedding and cfg.activation_function == "relu"
+    assert not model.model.encoder.embed_positions.weight.requires_grad  # sinusoidal
+    assert model.generation_config.bad_words_ids == [[0]]
+
+
+def test_unknown_preset_and_bad_shape():
+    with pytest.raises(UserError, match=r"unknown seq2seq preset 'huge'; use one of tiny, small"):
+        build_seq2seq("huge", FakeTokenizer(100))
+    with pytest.raises(UserError, match="not divisible by heads"):
+        seq2seq_config("tiny", 100, d_model=30, heads=4)
+
+
+def test_save_and_generate(tmp_path):
+    model = build_seq2seq("tiny", FakeTokenizer(50), seed=0, d_model=16, heads=2, ffn_dim=32,
+                          encoder_layers=1, decoder_layers=1).eval()
+    save_seq2seq(model, FakeTokenizer(50), tmp_path, "en", "de")
+    again = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path)).eval()
+    assert read_languages(tmp_path) == ("en", "de")
+    assert count_parameters(again) == count_parameters(model)
+    freeze_positions(again)
+    assert not again.model.decoder.embed_positions.weight.requires_grad
+    x = torch.tensor([[5, 6, 7, 1]])
+    kw = {"max_new_tokens": 5, "num_beams": 2, "do_sample": False}
+    assert torch.equal(model.generate(x, **kw), again.generate(x, **kw))
+
+
+def _reference_smoothed(logits, labels, eps, ignore):
+    """Sum over tokens of -Σ_v q(v) log p(v), q = (1-ε) one-hot + ε/V, averaged."""
+    total, count = 0.0, 0
+    vocab = logits.shape[-1]
+    for row_logits, label in zip(logits.reshape(-1, vocab), labels.reshape(-1), strict=True):
+        if label.item() == ignore:
+            continue
+        logp = row_logits.double().log_softmax(-1)
+        q = torch.full((vocab,), eps / vocab, dtype=torch.double)
+        q[label] += 1 - eps
+        total += float(-(q * logp).sum())
+        count += 1
+    return total / count, total
+
+
+def test_label_smoothed_nll():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 11)
+    labels = torch.randint(0, 11, (3, 5))
+    labels[0, 3:] = -100
+    labels[2, 1] = -100
+    for eps in (0.0, 0.1, 0.3):
+        mean, total = _reference_smoothed(logits, labels, eps, -100)
+        assert label_smoothed_nll(logits, labels, eps).item() == pytest.approx(mean, rel=1e-5)
+        got_sum = label_smoothed_nll(logits, labels, eps, reduction="sum").item()
+        assert got_sum == pytest.approx(total, rel=1e-5)
+        torch_ce = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, 11), labels.reshape(-1), ignore_index=-100, label_smoothing=eps
+        )
+        assert label_smoothed_nll(logits, labels, eps).item() == pytest.approx(
+            torch_ce.item(), rel=1e-5
+        )
+    labels[labels == -100] = 7  # another ignore index
+    labels[1, 0] = 7
+    mean, _ = _reference_smoothed(logits, labels, 0.1, 7)
+    assert label_smoothed_nll(logits, labels, 0.1, ignore_index=7).item() == pytest.approx(
+        mean, rel=1e-5
+    )
+    with pytest.raises(UserError, match="epsilon"):
+        label_smoothed_nll(logits, labels, 1.0)
+
+
+def test_inverse_sqrt_schedule():
+    from textdistill.config import OptimConfig
+    from textdistill.trainer import _scheduler
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=2.0)
+    sched = _scheduler(opt, OptimConfig(lr=2.0, warmup_steps=4, schedule="inverse_sqrt"), 100)
+    lrs = []
+    for _ in range(16):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:5] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])  # linear warm-up to the peak
+    assert lrs[15] == pytest.approx(2.0 * math.sqrt(4 / 15))  # then proportional to 1/sqrt(step)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
+
+
+def test_average_checkpoints(tmp_path):
+    a = {"w": torch.tensor([1.0, 2.0]), "h": torch.tensor([0.5], dtype=torch.float16),
+         "n": torch.tensor([3])}
+    b = {"w": torch.tensor([3.0, 6.0]), "h": torch.tensor([1.5], dtype=torch.float16),
+         "n": torch.tensor([3])}
+    save_file(a, str(tmp_path / "a.safetensors"))
+    (tmp_path / "ckpt").mkdir()
+    save_file(b, str(tmp_path / "ckpt" / "model.safetensors"))
+    avg = average_checkpoints([tmp_path / "a.safetensors", tmp_path / "ckpt"])
+    assert torch.equal(avg["w"], torch.tensor([2.0, 4.0]))
+    assert avg["h"].dtype == torch.float16 and avg["h"].item() == 1.0
+    assert torch.equal(avg["n"], torch.tensor([3]))
+
+    save_file({"w": torch.zeros(3), "h": a["h"], "n": a["n"]}, str(tmp_path / "s.safetensors"))
+    with pytest.raises(UserError, match=r"w has shape \(3,\)"):
+        average_checkpoints([tmp_path / "a.safetensors", tmp_path / "s.safetensors"])
+    save_file({"w": a["w"]}, str(tmp_path / "k.safetensors"))
+    with pytest.raises(UserError, match="hold different weights"):
+        average_checkpoints([tmp_path / "a.safetensors", tmp_path / "k.safetensors"])
+    save_file({**a, "n": torch.tensor([4])}, str(tmp_path / "i.safetensors"))
+    with pytest.raises(UserError, match="non-float tensor n differs"):
+        average_checkpoints([tmp_path / "a.safetensors", tmp_path / "i.safetensors"])
+    with pytest.raises(UserError, match="not found"):
+        average_checkpoints([tmp_path / "none"])
+
+
+def test_average_of_model_folders_loads(tmp_path):
+    kw = {"d_model": 8, "heads": 2, "ffn_dim": 16, "encoder_layers": 1, "decoder_layers": 1}
+    m1 = build_seq2seq("tiny", FakeTokenizer(20), seed=1, **kw)
+    m2 = build_seq2seq("tiny", FakeTokenizer(20), seed=2, **kw)
+    m1.save_pretrained(str(tmp_path / "m1"))
+    m2.save_pretrained(str(tmp_path / "m2"))
+    avg = average_checkpoints([tmp_path / "m1", tmp_path / "m2"])
+    m3 = build_seq2seq("tiny", FakeTokenizer(20), seed=3, **kw)
+    m3.load_state_dict(avg, strict=False)
+    expected = (m1.model.shared.weight + m2.model.shared.weight) / 2
+    assert torch.allclose(m3.model.shared.weight, expected)
+    assert torch.allclose(m3.lm_head.weight, expected)  # still tied
