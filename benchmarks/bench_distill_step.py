@@ -1,6 +1,7 @@
 """Distillation step overhead: textdistill's Trainer + DistillModule vs a minimal hand-written
 PyTorch loop doing the same computation (teacher forward without gradients, student forward,
-Hinton KD loss mixed with the hard-label loss, backward, clipping, AdamW, linear schedule).
+Hinton KD loss mixed with the hard-label loss, backward, clipping, fused AdamW, linear
+schedule).
 
     python benchmarks/bench_distill_step.py --steps 60 --repeats 3
 
@@ -33,7 +34,7 @@ T, ALPHA, LR = 2.0, 0.5, 1e-4
 
 def hand_loop(student, teacher, batches) -> list[float]:
     """The reference: the same computation written directly in PyTorch."""
-    opt = torch.optim.AdamW(student.parameters(), lr=LR, weight_decay=0.01)
+    opt = torch.optim.AdamW(student.parameters(), lr=LR, weight_decay=0.01, fused=True)
     sched = get_linear_schedule_with_warmup(opt, int(0.1 * len(batches)), len(batches))
     student.train()
     times = []

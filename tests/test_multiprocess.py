@@ -1,8 +1,8 @@
 """Data-parallel training: ``accelerate launch`` with two CPU processes (gloo).
 
 ``accelerate launch --cpu`` starts a single process unless MPI is set up, so the test uses the
-torchrun-based launcher (``--multi_gpu``) with ``ACCELERATE_USE_CPU=true``: each rank then
-takes the MULTI_CPU path with the gloo backend, which works offline on one machine.
+torchrun-based launcher (``--multi_gpu``); without CUDA the trainer asks Accelerate for the
+CPU, so each rank takes the MULTI_CPU path with the gloo backend (offline, one machine).
 
 What must hold compared with one process on the same settings: the batches of an epoch are
 dealt out between the two ranks, so each rank takes half the optimizer steps (and every
@@ -46,7 +46,7 @@ def test_two_processes_train_and_evaluate_like_one(tmp_path, teacher):
               "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
               "--dynamo_backend", "no", "--num_cpu_threads_per_process", "1",
               "--main_process_port", str(free_port())]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*launch, *cli_command("distill", "-o", out, *args)[1:]],
                           capture_output=True, text=True, timeout=420, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
