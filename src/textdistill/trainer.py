@@ -145,7 +145,8 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
         self._writer = None
         self.step_seconds: list[float] = []
-        """Wall time of each optimisation step (forward, backward, update), for benchmarks."""
+        """Wall time of each step, from the end of the previous one: fetching and collating the
+        batch, forward, backward, update and logging (for benchmarks)."""
 
     # -- logging -------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -285,8 +286,8 @@ class Trainer:
                 loader.set_epoch(state.epoch)
                 batches = (self.accelerator.skip_first_batches(loader, state.step_in_epoch)
                            if state.step_in_epoch else loader)
+                step_start = time.perf_counter()
                 for batch in batches:
-                    step_start = time.perf_counter()
                     out = self.module(batch, phase=state.phase)
                     loss = out["loss"]
                     # one collective per step: the loss (NaN anywhere stops every process)
@@ -311,7 +312,6 @@ class Trainer:
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    self.step_seconds.append(time.perf_counter() - step_start)
                     n = batch["input_ids"].shape[0] * self.accelerator.num_processes
                     examples += n
                     state.step_in_epoch += 1
@@ -326,6 +326,8 @@ class Trainer:
                         self._log(record)
                         progress.update(task, completed=done,
                                         info=f"loss {record['loss']:.4f}  {rate:.0f} ex/s")
+                    self.step_seconds.append(time.perf_counter() - step_start)
+                    step_start = time.perf_counter()
                     if stop_now:
                         self._save_checkpoint(state, optimizer, scheduler)
                         raise Interrupted(
