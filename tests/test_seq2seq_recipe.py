@@ -92,3 +92,20 @@ def test_distilled_targets_must_match_the_split(tmp_path):
     cfg = validate(Seq2SeqConfig, {"data": {"targets": str(bad), "max_train_examples": 10}})
     with pytest.raises(UserError, match="has 3 lines but the train split has"):
         load_pairs(cfg, "train")
+
+
+@pytest.mark.parametrize("name", ["seqkd.yaml", "born-again.yaml"])
+def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
+    from textdistill.recipe import _resolved
+
+    recipe = load_config(Recipe, RECIPE.parent / name)
+    earlier: list[str] = []
+    for stage in recipe.stages:
+        resolved = _resolved(stage, tmp_path, earlier)
+        if stage.kind == "train" and stage.data.targets:
+            # a student reads the targets.txt of an earlier generate stage
+            assert resolved.data.targets == str(tmp_path / stage.data.targets / "targets.txt")
+            assert recipe.stages[earlier.index(stage.data.targets)].kind == "generate"
+        if stage.kind == "generate":
+            assert resolved.model == str(tmp_path / stage.model / "model")
+        earlier.append(stage.name)
