@@ -50,7 +50,7 @@ def test_dotted_overrides_reach_list_items():
     assert kd.student.init_from_teacher == [1, 3, 5]
     assert labels.student.preset == "micro-2"
     # Only the addressed items change.
-    assert labels.phases[0].epochs == 4
+    assert labels.phases[0].epochs == load_config(Recipe, RECIPE).stages[2].phases[0].epochs
     assert recipe.stages[3].data.batch_size == 32
 
 
@@ -167,9 +167,10 @@ def test_wrong_type_or_value_names_the_key(override, key, detail):
 
 def test_unknown_stage_kind():
     with pytest.raises(UserError) as exc:
-        load_config(Recipe, RECIPE, ["stages.0.kind=train"])
-    assert "'train'" in str(exc.value)
-    assert "'finetune', 'distill', 'evaluate'" in str(exc.value)
+        load_config(Recipe, RECIPE, ["stages.0.kind=pretrain"])
+    assert "'pretrain'" in str(exc.value)
+    assert "'finetune', 'distill', 'evaluate', 'train', 'generate', 'evaluate-mt'" in str(
+        exc.value)
 
 
 @pytest.mark.parametrize("loss", ["kd", "soft_ce", "hidden", "attention", "embedding"])
