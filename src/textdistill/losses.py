@@ -61,6 +61,19 @@ def _kept_rows(
     return s[keep], t[keep]
 
 
+def _tempered_log_probs(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float, mask: Tensor | None,
+    what: str,
+) -> tuple[Tensor, Tensor]:
+    """Checked, masked log-softmax(logits / tau) of student and teacher, as (rows, C)."""
+    _check_temperature(temperature)
+    _check_same_shape(student_logits, teacher_logits, "logits",
+                      "student and teacher must share the label set / vocabulary")
+    s, t = _kept_rows(student_logits, teacher_logits, mask, what)
+    return (F.log_softmax(s.float() / temperature, dim=-1),
+            F.log_softmax(t.float() / temperature, dim=-1))
+
+
 def soft_target_kd(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -71,18 +84,10 @@ def soft_target_kd(
 
     Logits are (..., C); ``mask`` is (...).
     """
-    _check_temperature(temperature)
-    _check_same_shape(
-        student_logits,
-        teacher_logits,
-        "logits",
-        "student and teacher must share the label set / vocabulary",
-    )
-    s, t = _kept_rows(student_logits, teacher_logits, mask, "soft-target")
-    if s.shape[0] == 0:
+    log_p_s, log_p_t = _tempered_log_probs(student_logits, teacher_logits, temperature, mask,
+                                           "soft-target")
+    if log_p_s.shape[0] == 0:
         return _empty_zero(student_logits)
-    log_p_s = F.log_softmax(s.float() / temperature, dim=-1)
-    log_p_t = F.log_softmax(t.float() / temperature, dim=-1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(-1)
     return kl.mean() * (temperature**2)
 
@@ -97,19 +102,11 @@ def soft_cross_entropy(
 
     No tau^2 factor. Logits are (..., C); ``mask`` is (...).
     """
-    _check_temperature(temperature)
-    _check_same_shape(
-        student_logits,
-        teacher_logits,
-        "logits",
-        "student and teacher must share the label set / vocabulary",
-    )
-    s, t = _kept_rows(student_logits, teacher_logits, mask, "soft cross-entropy")
-    if s.shape[0] == 0:
+    log_p_s, log_p_t = _tempered_log_probs(student_logits, teacher_logits, temperature, mask,
+                                           "soft cross-entropy")
+    if log_p_s.shape[0] == 0:
         return _empty_zero(student_logits)
-    p_t = F.softmax(t.float() / temperature, dim=-1)
-    log_p_s = F.log_softmax(s.float() / temperature, dim=-1)
-    return -(p_t * log_p_s).sum(-1).mean()
+    return -(log_p_t.exp() * log_p_s).sum(-1).mean()
 
 
 def hard_label_loss(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
