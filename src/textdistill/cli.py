@@ -45,7 +45,7 @@ def _report(summary: dict, out: Path, what: str) -> None:
     if PartialState().is_main_process:
         best = summary["best_dev"]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
-        err.print(f"{what} saved in {out / 'model'}; best dev: {shown or 'n/a'}")
+        err.print(f"{what} saved in {out / 'model'}; best dev: {shown or 'n/a'}", soft_wrap=True)
 
 
 @app.command()
