@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from textdistill.clitools import user_errors
 from textdistill.errors import UserError
 
 
@@ -77,6 +78,7 @@ def _print_table(result: dict) -> None:
             )
 
 
+@user_errors
 def analyze_command(
     src: Annotated[Path, typer.Option("--src", help="Source side, one sentence per line.")],
     tgt: Annotated[
@@ -134,34 +136,30 @@ def analyze_command(
     from textdistill.analysis.analyze import analyze, plot_complexity_faithfulness
     from textdistill.paths import atomic_write_json
 
-    try:
-        if plot is not None and real is None:
-            raise UserError("--plot needs --real: faithfulness is measured against it")
-        result = analyze(
-            src,
-            tgt,
-            real,
-            tokenize=tokenize,
-            tokenizer=tokenizer,
-            iterations=iterations,
-            diagonal=favor_diagonal,
-            optimize_tension=optimize_tension,
-            variational_bayes=variational_bayes,
-            alpha=alpha,
-            p0=p0,
-            tension=tension,
-            symmetrization=symmetrization,
-            epsilon=epsilon,
-            language_refs=_parse_lang_refs(lang_ref or []) or None,
-            alignments_dir=alignments_dir,
-        )
-        _print_table(result)
-        if json_out is not None:
-            atomic_write_json(json_out, result)
-            typer.echo(f"wrote {json_out}")
-        if plot is not None:
-            plot_complexity_faithfulness(result, plot)
-            typer.echo(f"wrote {plot}")
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    if plot is not None and real is None:
+        raise UserError("--plot needs --real: faithfulness is measured against it")
+    result = analyze(
+        src,
+        tgt,
+        real,
+        tokenize=tokenize,
+        tokenizer=tokenizer,
+        iterations=iterations,
+        diagonal=favor_diagonal,
+        optimize_tension=optimize_tension,
+        variational_bayes=variational_bayes,
+        alpha=alpha,
+        p0=p0,
+        tension=tension,
+        symmetrization=symmetrization,
+        epsilon=epsilon,
+        language_refs=_parse_lang_refs(lang_ref or []) or None,
+        alignments_dir=alignments_dir,
+    )
+    _print_table(result)
+    if json_out is not None:
+        atomic_write_json(json_out, result)
+        typer.echo(f"wrote {json_out}")
+    if plot is not None:
+        plot_complexity_faithfulness(result, plot)
+        typer.echo(f"wrote {plot}")
