@@ -442,6 +442,19 @@ def _prior_row(n, j, m, lam, abuf):
     return z, hz
 
 
+@nb.njit(cache=True)
+def _position_prior(n, j, m, lam, abuf, diagonal, use_null, p0):
+    """Fill abuf with the unnormalised prior of target j over source positions; returns the
+    factor that normalises it and the null word's prior."""
+    if diagonal:
+        z, _ = _prior_row(n, j, m, lam, abuf)
+        return (1.0 - p0) / z, p0
+    for i in range(n):
+        abuf[i] = 1.0
+    scale = 1.0 / (n + (1 if use_null else 0))
+    return scale, scale
+
+
 @nb.njit(parallel=True, cache=True)
 def _e_step(
     src_off,
@@ -481,15 +494,7 @@ def _e_step(
             base = pair_off[s]
             for j in range(m):
                 tok = tgt_off[s] + j
-                if diagonal:
-                    z, _ = _prior_row(n, j, m, lam, abuf)
-                    scale = (1.0 - p0) / z
-                    null_prior = p0
-                else:
-                    for i in range(n):
-                        abuf[i] = 1.0
-                    scale = 1.0 / (n + (1 if use_null else 0))
-                    null_prior = scale
+                scale, null_prior = _position_prior(n, j, m, lam, abuf, diagonal, use_null, p0)
                 tot = 0.0
                 pn = 0.0
                 if use_null:
@@ -616,15 +621,7 @@ def _viterbi(
         base = pair_off[s]
         for j in range(m):
             tok = tgt_off[s] + j
-            if diagonal:
-                z, _ = _prior_row(n, j, m, lam, abuf)
-                scale = (1.0 - p0) / z
-                null_prior = p0
-            else:
-                for i in range(n):
-                    abuf[i] = 1.0
-                scale = 1.0 / (n + (1 if use_null else 0))
-                null_prior = scale
+            scale, null_prior = _position_prior(n, j, m, lam, abuf, diagonal, use_null, p0)
             best = -1
             best_p = -1.0
             if use_null:
