@@ -14,6 +14,7 @@ from textdistill.seq2seq.presets import (
     PRESETS,
     average_checkpoints,
     build_seq2seq,
+    check_arch,
     count_parameters,
     freeze_positions,
     label_smoothed_nll,
@@ -66,6 +67,15 @@ def test_unknown_preset_and_bad_shape():
         build_seq2seq("huge", FakeTokenizer(100))
     with pytest.raises(UserError, match="not divisible by heads"):
         seq2seq_config("tiny", 100, d_model=30, heads=4)
+
+
+def test_arch_changes_the_preset_shape():
+    check_arch({"encoder_layers": 3, "decoder_layers": 1})
+    with pytest.raises(UserError, match=r"unknown arch key 'layers'; use any of d_model, "):
+        check_arch({"layers": 3})
+    model = build_seq2seq("tiny", FakeTokenizer(300), seed=0, encoder_layers=3, decoder_layers=1)
+    assert (len(model.model.encoder.layers), len(model.model.decoder.layers)) == (3, 1)
+    assert model.config.d_model == PRESETS["tiny"].d_model
 
 
 def test_save_and_generate(tmp_path):

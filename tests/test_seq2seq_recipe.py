@@ -28,7 +28,7 @@ N = 48
 def toy_overrides() -> list[str]:
     out = ["stages.0.preset=tiny", "stages.0.vocab_size=500", "stages.7.beams=[1,2]",
            "stages.7.data.max_eval_examples=8", "stages.7.data.max_length=24",
-           "stages.3.beam=2", "stages.5.beam=3", "stages.5.num_return=3"]
+           "stages.3.beam=3", "stages.3.num_return=3"]
     for i in (0, 1, 2, 4, 6):
         out += [f"stages.{i}.data.max_train_examples={N}", f"stages.{i}.data.max_eval_examples=4",
                 f"stages.{i}.data.max_length=24", f"stages.{i}.epochs=1",
@@ -45,9 +45,12 @@ def test_seqkd_recipe_runs_end_to_end(tmp_path):
     gold = load_l10n_pairs("train", "de")[:N]
 
     distilled = read_lines(tmp_path / "distilled" / "targets.txt")
-    assert len(distilled) == N
-    kbest = read_kbest(tmp_path / "kbest" / "kbest.jsonl")
+    kbest = read_kbest(tmp_path / "distilled" / "kbest.jsonl")
     assert len(kbest) == N and all(len(h) == 3 for h in kbest)
+    # Seq-KD keeps the top hypothesis; Seq-Inter selects from the same lists, decoding nothing
+    assert distilled == [hyps[0].text for hyps in kbest]
+    assert not (tmp_path / "kbest" / "kbest.jsonl").exists()
+    assert "seconds" not in metrics["kbest"]
     chosen = read_lines(tmp_path / "kbest" / "targets.txt")
     for hyps, pick, (_, ref) in zip(kbest, chosen, gold, strict=True):
         # Seq-Inter keeps the hypothesis closest to the reference, never a worse one
@@ -94,7 +97,20 @@ def test_distilled_targets_must_match_the_split(tmp_path):
         load_pairs(cfg, "train")
 
 
-@pytest.mark.parametrize("name", ["seqkd.yaml", "born-again.yaml"])
+def test_kbest_from_must_match_the_split(tmp_path):
+    from textdistill.config import GenerateConfig
+    from textdistill.seq2seq.train import run_generate
+
+    lists = tmp_path / "kbest.jsonl"
+    lists.write_text("".join(json.dumps({"id": i, "rank": 0, "text": "x"}) + "\n"
+                             for i in range(3)), encoding="utf-8")
+    cfg = validate(GenerateConfig, {"model": "unused", "kbest_from": str(lists),
+                                    "data": {"max_train_examples": 5}})
+    with pytest.raises(UserError, match="k-best lists for 3 sources but the train split has 5"):
+        run_generate(cfg, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["seqkd.yaml", "seqkd-cpu.yaml", "born-again.yaml"])
 def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
     from textdistill.recipe import _resolved
 
@@ -108,4 +124,8 @@ def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
             assert recipe.stages[earlier.index(stage.data.targets)].kind == "generate"
         if stage.kind == "generate":
             assert resolved.model == str(tmp_path / stage.model / "model")
+            if stage.kbest_from:
+                assert resolved.kbest_from == str(tmp_path / stage.kbest_from / "kbest.jsonl")
+                source = recipe.stages[earlier.index(stage.kbest_from)]
+                assert source.num_return > 1 and source.data == stage.data
         earlier.append(stage.name)

@@ -159,6 +159,8 @@ class Seq2SeqConfig(Strict):
     kind: Literal["train"] = "train"
     name: str = "nmt"
     preset: str = "tiny"
+    arch: dict[str, int | float] = Field(default_factory=dict)
+    """Changes to the preset's shape, e.g. ``{encoder_layers: 3, decoder_layers: 1}``."""
     tokenizer: str | None = None
     """A tokenizer folder; by default a joint vocabulary is trained on the training split."""
     vocab_size: int = Field(8000, gt=0)
@@ -200,6 +202,9 @@ class GenerateConfig(Strict):
     select: Literal["top", "sentence_bleu"] = "top"
     """Which hypothesis becomes the target: the best-scoring, or (Seq-Inter) the one with the
     highest sentence BLEU against the reference."""
+    kbest_from: str | None = None
+    """Select from the k-best lists of an earlier generate stage (or a ``kbest.jsonl``) of the
+    same split instead of decoding again."""
     seed: int = 0
 
 

@@ -51,7 +51,11 @@ def _resolved(stage, run_dir: Path, earlier: list[str]):
             "teacher": teacher, "tokenizer": tokenizer,
             "data": stage.data.model_copy(update={"targets": targets})})
     if isinstance(stage, GenerateConfig):
-        return stage.model_copy(update={"model": _resolve(stage.model, run_dir, earlier)})
+        kbest = stage.kbest_from
+        if kbest in earlier:
+            kbest = str(run_dir / kbest / "kbest.jsonl")
+        return stage.model_copy(update={"model": _resolve(stage.model, run_dir, earlier),
+                                        "kbest_from": kbest})
     unknown = [m for m in stage.models if m not in earlier and not Path(m).is_dir()]
     if unknown:
         raise UserError(f"stage '{stage.name}' evaluates '{unknown[0]}', which is neither an "

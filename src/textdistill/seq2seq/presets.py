@@ -57,6 +57,14 @@ def get_preset(preset: str | Seq2SeqPreset) -> Seq2SeqPreset:
     return PRESETS[preset]
 
 
+def check_arch(arch: dict) -> None:
+    """UserError unless every key of ``arch`` is a preset field (``d_model``, ``heads``, ...)."""
+    fields = list(Seq2SeqPreset.__dataclass_fields__)
+    for key in arch:
+        if key not in fields:
+            raise UserError(f"unknown arch key {key!r}; use any of {', '.join(fields)}")
+
+
 def seq2seq_config(
     preset: str | Seq2SeqPreset,
     vocab_size: int,

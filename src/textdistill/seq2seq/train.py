@@ -28,6 +28,7 @@ from textdistill.seq2seq.generate import (
 from textdistill.seq2seq.parallel import load_l10n_pairs, read_lines
 from textdistill.seq2seq.presets import (
     build_seq2seq,
+    check_arch,
     count_parameters,
     label_smoothed_nll,
     save_seq2seq,
@@ -204,7 +205,8 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
         tokenizer = load_tokenizer(cfg.teacher)
     else:
         tokenizer = _tokenizer(cfg, train_pairs, out_dir)
-    model = build_seq2seq(cfg.preset, tokenizer, seed=cfg.seed)
+    check_arch(cfg.arch)
+    model = build_seq2seq(cfg.preset, tokenizer, seed=cfg.seed, **cfg.arch)
     module = Seq2SeqModule(model, cfg.objectives, cfg.label_smoothing, teacher, cfg.temperature,
                            cfg.alpha)
     train = ParallelDataset(train_pairs, tokenizer, cfg.data.max_length)
@@ -236,25 +238,33 @@ def run_generate(cfg: GenerateConfig, out_dir: str | Path) -> dict:
     pairs = load_pairs(Seq2SeqConfig(data=cfg.data.model_copy(update={"targets": None})),
                        cfg.split)
     save_config(cfg, out_dir / "config.yaml")
-    summary = generate_corpus(
-        cfg.model, [s for s, _ in pairs], out_dir / "kbest.jsonl", cfg.method, beam=cfg.beam,
-        num_return=cfg.num_return, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-        max_length=cfg.data.max_length, seed=cfg.seed, batch_tokens=cfg.data.batch_tokens,
-        src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang,
-    )
-    kbest = read_kbest(out_dir / "kbest.jsonl")
+    if cfg.kbest_from is None:
+        summary = generate_corpus(
+            cfg.model, [s for s, _ in pairs], out_dir / "kbest.jsonl", cfg.method,
+            beam=cfg.beam, num_return=cfg.num_return, temperature=cfg.temperature,
+            top_k=cfg.top_k, top_p=cfg.top_p, max_length=cfg.data.max_length, seed=cfg.seed,
+            batch_tokens=cfg.data.batch_tokens, src_lang=cfg.data.src_lang,
+            tgt_lang=cfg.data.tgt_lang,
+        )
+        kbest = read_kbest(out_dir / "kbest.jsonl")
+    else:
+        summary = {}
+        kbest = read_kbest(cfg.kbest_from)
+        if len(kbest) != len(pairs):
+            raise UserError(f"{cfg.kbest_from} has k-best lists for {len(kbest)} sources but the "
+                            f"{cfg.split} split has {len(pairs)}: select from lists of the same "
+                            "split and data settings")
     references = [t for _, t in pairs]
     if cfg.select == "sentence_bleu":
         targets = select_by_sentence_bleu(kbest, references)
     else:
         targets = [hyps[0].text for hyps in kbest]
     atomic_write_text(out_dir / "targets.txt", "".join(t + "\n" for t in targets))
-    result = {
-        "sources": len(pairs),
-        "seconds": round(summary["seconds"], 1),
-        "sentences_per_second": round(len(pairs) / max(summary["seconds"], 1e-9), 1),
-        **{f"{k}_vs_real": v for k, v in corpus_bleu_chrf(targets, references).items()},
-    }
+    result: dict = {"sources": len(pairs)}
+    if "seconds" in summary:  # decoded here, not selected from an earlier stage's lists
+        result.update(seconds=round(summary["seconds"], 1),
+                      sentences_per_second=round(len(pairs) / max(summary["seconds"], 1e-9), 1))
+    result.update({f"{k}_vs_real": v for k, v in corpus_bleu_chrf(targets, references).items()})
     atomic_write_json(out_dir / "metrics.json", result)
     return result
 
