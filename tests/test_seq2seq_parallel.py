@@ -112,3 +112,30 @@ def test_l10n_pairs_dev():
     assert len(pairs) + len(pairs.skipped) == 2000
     assert all(s.strip() and t.strip() for s, t in pairs)
     assert len({s for s, _ in pairs}) == len(pairs)  # one row per English string
+
+
+def test_l10n_repeated_or_unknown_language_in_a_set():
+    with pytest.raises(UserError, match=r"'de\+de' repeats one; use one of de, fr, es or a '\+'"):
+        load_l10n_pairs("dev", "de+de")
+    with pytest.raises(UserError, match=r"no target language 'it'"):
+        load_l10n_pairs("dev", "de+it")
+
+
+@pytest.mark.skipif(
+    not (data_dir() / L10N_FILES["dev"]).is_file(), reason="l10n dev split not found"
+)
+def test_l10n_multi_target_pairs_draw_one_translation_per_source():
+    from textdistill.data.corpora import read_l10n
+
+    rows = read_l10n("dev")
+    pairs = load_l10n_pairs("dev", "es+de+fr")
+    assert len(pairs) == len(pairs.langs) == len(rows)
+    for (src, tgt), lang, row in zip(pairs, pairs.langs, rows, strict=True):
+        assert (src, tgt) == (row["en"], row[lang])
+    shares = {lang: pairs.langs.count(lang) / len(rows) for lang in ("de", "fr", "es")}
+    assert all(0.28 < share < 0.39 for share in shares.values()), shares  # uniform draw
+    # the same draw every time, whatever the order the set is written in
+    assert load_l10n_pairs("dev", "de+fr+es").langs == pairs.langs
+    two = load_l10n_pairs("dev", "fr+de")
+    assert set(two.langs) == {"de", "fr"}
+    assert load_l10n_pairs("dev", "de").langs == ["de"] * len(rows)

@@ -83,8 +83,10 @@ def test_word_kd_needs_a_teacher():
 
 
 def test_unknown_target_language_is_rejected():
-    with pytest.raises(UserError, match="tgt_lang"):
+    with pytest.raises(UserError, match="tgt_lang.*no target language 'it'"):
         validate(Seq2SeqConfig, {"data": {"tgt_lang": "it"}})
+    cfg = validate(Seq2SeqConfig, {"data": {"tgt_lang": "es+de"}})
+    assert cfg.data.tgt_lang == "de+es"  # a set, written in the corpus's order
 
 
 def test_distilled_targets_must_match_the_split(tmp_path):

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from textdistill.errors import UserError
 
@@ -137,13 +144,25 @@ class ParallelDataConfig(Strict):
 
     corpus: Literal["l10n"] = "l10n"
     src_lang: Literal["en"] = "en"
-    tgt_lang: Literal["de", "fr", "es"] = "de"
+    tgt_lang: str = "de"
+    """``de``, ``fr``, ``es``, or a ``+`` set such as ``de+fr+es`` (a multi-target corpus:
+    each source paired with one of its translations, drawn uniformly and reproducibly)."""
     targets: str | None = None
     """Training targets from a file (one per training source) or a generate stage's name."""
     max_length: int = Field(128, gt=1)
     batch_tokens: int = Field(4096, gt=0)
     max_train_examples: int | None = Field(None, gt=0)
     max_eval_examples: int | None = Field(None, gt=0)
+
+    @field_validator("tgt_lang")
+    @classmethod
+    def _known_languages(cls, value: str) -> str:
+        from textdistill.seq2seq.parallel import l10n_target_langs
+
+        try:
+            return "+".join(l10n_target_langs(value))
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class Seq2SeqObjective(Strict):

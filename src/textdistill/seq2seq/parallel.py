@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import gzip
 import logging
+import random
 from pathlib import Path
 
 from textdistill.errors import UserError
@@ -35,6 +36,7 @@ class ParallelPairs(list[tuple[str, str]]):
     def __init__(self, pairs=(), skipped: list[int] | None = None):
         super().__init__(pairs)
         self.skipped: list[int] = list(skipped or [])
+        self.langs: list[str] | None = None  # per pair, for a multi-target corpus
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -164,18 +166,39 @@ def l10n_languages() -> tuple[str, ...]:
     return tuple(L10N_LANGS)
 
 
+def l10n_target_langs(tgt_lang: str) -> tuple[str, ...]:
+    """The languages of ``tgt_lang``: one of ``de``, ``fr``, ``es``, or a ``+`` set of them
+    (``de+fr+es``, the multi-target corpus), in the corpus's order; else UserError."""
+    valid = l10n_languages()
+    langs = tgt_lang.split("+")
+    unknown = [lang for lang in langs if lang not in valid]
+    if unknown or len(set(langs)) != len(langs):
+        problem = f"no target language {unknown[0]!r}" if unknown else f"{tgt_lang!r} repeats one"
+        raise UserError(
+            f"l10n has {problem}; use one of {', '.join(valid)} or a '+' set such as "
+            f"{'+'.join(valid)} (the source is always {L10N_SOURCE_LANG})"
+        )
+    return tuple(lang for lang in valid if lang in langs)
+
+
 def load_l10n_pairs(split: str, tgt_lang: str, *, skip_empty: bool = True) -> ParallelPairs:
-    """English → ``tgt_lang`` (``de``, ``fr`` or ``es``) pairs of an l10n split."""
+    """English → ``tgt_lang`` pairs of an l10n split.
+
+    With a set of languages (``de+fr+es``) every English string is paired with its
+    translation into one of them, drawn uniformly with a generator seeded by the split and the
+    set, so the corpus has several valid translation "modes" (Zhou, Gu & Neubig 2020); the
+    drawn language of each pair is in ``pairs.langs``.
+    """
     from textdistill.data.corpora import read_l10n
 
-    valid = l10n_languages()
-    if tgt_lang not in valid:
-        raise UserError(
-            f"l10n has no target language {tgt_lang!r}; use one of {', '.join(valid)} "
-            f"(the source is always {L10N_SOURCE_LANG})"
-        )
-    rows = read_l10n(split, (tgt_lang,))
+    langs = l10n_target_langs(tgt_lang)
+    rows = read_l10n(split, langs)
+    rng = random.Random(f"l10n:{split}:{'+'.join(langs)}")
+    chosen = [langs[0] if len(langs) == 1 else rng.choice(langs) for _ in rows]
     src = [r[L10N_SOURCE_LANG] for r in rows]
-    tgt = [r[tgt_lang] for r in rows]
-    return _pair_up(src, tgt, (f"l10n {split} en", f"l10n {split} {tgt_lang}"), skip_empty,
-                    line_offset=1)
+    tgt = [r[lang] for r, lang in zip(rows, chosen, strict=True)]
+    pairs = _pair_up(src, tgt, (f"l10n {split} en", f"l10n {split} {tgt_lang}"), skip_empty,
+                     line_offset=1)
+    dropped = {i - 2 for i in pairs.skipped}  # 1-based file lines after the header
+    pairs.langs = [lang for i, lang in enumerate(chosen) if i not in dropped]
+    return pairs
