@@ -174,6 +174,41 @@ def test_recipe_skips_up_to_date_stages_and_reruns_changed_ones(tmp_path, monkey
     assert calls == ["compare"]
 
 
+def test_recipe_only_runs_named_stages_and_reruns_only_what_depends_on_a_change(
+        tmp_path, monkeypatch):
+    def recipe(temperature: float) -> Recipe:
+        student = {"preset": "micro-2"}
+        return validate(Recipe, {"name": "deps", "stages": [
+            {"kind": "distill", "name": "a", "student": student},
+            {"kind": "distill", "name": "b", "teacher": "a", "student": student},
+            {"kind": "distill", "name": "c", "student": student, "temperature": temperature},
+            {"kind": "evaluate", "name": "e", "models": ["b", "c"]},
+        ]})
+
+    calls: list[str] = []
+
+    def fake_run_stage(stage, out_dir, *args, **kwargs):  # records instead of training
+        calls.append(stage.name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps({"stage": stage.name}))
+
+    monkeypatch.setattr(recipe_mod, "run_stage", fake_run_stage)
+    with pytest.raises(UserError, match="stage 'b' needs stage 'a', which is not up to date"):
+        recipe_mod.run_recipe(recipe(1.0), tmp_path, only=["b"])
+    with pytest.raises(UserError, match="recipe 'deps' has no stage 'x'; its stages are a, b"):
+        recipe_mod.run_recipe(recipe(1.0), tmp_path, only=["x"])
+    assert calls == []
+    assert set(recipe_mod.run_recipe(recipe(1.0), tmp_path, only=["a", "c"])) == {"a", "c"}
+    recipe_mod.run_recipe(recipe(1.0), tmp_path, only=["b"])
+    metrics = recipe_mod.run_recipe(recipe(1.0), tmp_path)
+    assert calls == ["a", "c", "b", "e"]
+    assert metrics["e"] == {"stage": "e"}
+    # changing c reruns c and what uses it (e), not b, which comes earlier but does not use c
+    calls.clear()
+    recipe_mod.run_recipe(recipe(2.0), tmp_path)
+    assert calls == ["c", "e"]
+
+
 def test_recipe_evaluating_an_unknown_model(tmp_path):
     recipe = validate(Recipe, {"name": "x", "stages": [
         {"kind": "evaluate", "name": "e", "models": ["nowhere"]}]})

@@ -90,32 +90,70 @@ def run_stage(stage, out_dir: Path, run_dir: Path, earlier: list[str], resume: b
     return table
 
 
-def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False) -> dict:
-    """Run every stage of ``recipe`` under ``run_dir``; returns all metrics by stage name."""
+def _references(stage, earlier: list[str]) -> list[str]:
+    """The earlier stages that ``stage`` names (as a model, teacher, tokenizer, targets...)."""
+    names: set[str] = set()
+
+    def walk(value) -> None:
+        if isinstance(value, str) and value in earlier:
+            names.add(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(stage.model_dump(exclude={"name"}))
+    return [name for name in earlier if name in names]
+
+
+def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
+               only: list[str] | None = None) -> dict:
+    """Run every stage of ``recipe`` under ``run_dir`` (or the stages named in ``only``, whose
+    inputs must then be up to date); returns the metrics of every up-to-date stage by name.
+
+    A stage is skipped when its marker holds the digest of its configuration and of the
+    digests of the stages it uses, so a change reruns that stage and every stage downstream
+    of it, and nothing else; stages that do not use each other can run in separate processes
+    (``only``)."""
     run_dir = Path(run_dir)
+    names = [stage.name for stage in recipe.stages]
+    unknown = [name for name in only or [] if name not in names]
+    if unknown:
+        raise UserError(f"recipe '{recipe.name}' has no stage '{unknown[0]}'; its stages are "
+                        f"{', '.join(names)}")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(recipe, run_dir / "config.yaml")
     metrics: dict[str, dict] = {}
+    digests: dict[str, str] = {}
     earlier: list[str] = []
-    chain = ""  # each stage's digest covers every earlier stage: a change upstream reruns it
     for stage in recipe.stages:
         resolved = _resolved(stage, run_dir, earlier)
+        deps = _references(stage, earlier)
         out_dir = run_dir / stage.name
         marker = out_dir / "stage.json"
-        digest = config_hash(resolved, chain)
-        chain = digest
-        if marker.is_file() and json.loads(marker.read_text()).get("config") == digest:
-            console.print(f"[green]skip[/] stage '{stage.name}': output is up to date")
-            metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
-            if type(stage) is EvaluateConfig:
-                console.print(format_table(metrics[stage.name]))
-        else:
-            console.print(f"[bold]stage[/] '{stage.name}' ({stage.kind})")
-            marker.unlink(missing_ok=True)
-            can_resume = resume and (out_dir / "checkpoint" / "state.json").is_file()
-            run_stage(resolved, out_dir, run_dir, earlier, can_resume)
-            metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
-            atomic_write_json(marker, {"config": digest})
+        digest = digests[stage.name] = config_hash(resolved, "".join(digests[d] for d in deps))
         earlier.append(stage.name)
-    atomic_write_json(run_dir / "metrics.json", metrics)
+        if marker.is_file() and json.loads(marker.read_text()).get("config") == digest:
+            if only is None or stage.name in only:
+                console.print(f"[green]skip[/] stage '{stage.name}': output is up to date")
+            metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
+            if type(stage) is EvaluateConfig and only is None:
+                console.print(format_table(metrics[stage.name]))
+            continue
+        if only is not None and stage.name not in only:
+            continue
+        missing = [d for d in deps if d not in metrics]
+        if missing:
+            raise UserError(f"stage '{stage.name}' needs stage '{missing[0]}', which is not up "
+                            "to date: run it first or name it too")
+        console.print(f"[bold]stage[/] '{stage.name}' ({stage.kind})")
+        marker.unlink(missing_ok=True)
+        can_resume = resume and (out_dir / "checkpoint" / "state.json").is_file()
+        run_stage(resolved, out_dir, run_dir, earlier[:-1], can_resume)
+        metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
+        atomic_write_json(marker, {"config": digest})
+    if only is None:
+        atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
