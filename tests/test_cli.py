@@ -43,7 +43,7 @@ def assert_user_error(exit_code: int, stderr: str, *fragments: str) -> str:
         (["finetune"], ["--out", "--config", "--resume", "teacher"]),
         (["distill"], ["--out", "--config", "--resume", "OVERRIDES"]),
         (["evaluate"], ["MODELS", "--out", "--corpus", "--split"]),
-        (["run"], ["RECIPE", "--run-dir", "--resume"]),
+        (["run"], ["RECIPE", "--run-dir", "--resume", "--only"]),
         (["data"], ["list", "inspect"]),
         (["data", "list"], ["registered"]),
         (["data", "inspect"], ["NAME", "label counts"]),
@@ -115,6 +115,18 @@ def test_unknown_key_in_recipe(tmp_path):
     assert_user_error(result.exit_code, result.stderr, "unknown key 'stages.1.temprature'",
                       "did you mean 'temperature'?")
     assert not (tmp_path / "run").exists()
+
+
+def test_only_names_stages_of_the_recipe(tmp_path):
+    result = invoke("run", RECIPE, "--only", "teacher, nope", "--run-dir", tmp_path / "run")
+    assert_user_error(result.exit_code, result.stderr,
+                      "recipe 'quickstart' has no stage 'nope'; its stages are teacher")
+    assert not (tmp_path / "run").exists()
+    # a stage whose inputs are not up to date is refused before anything is trained
+    result = invoke("run", RECIPE, "--only", "student-kd", "--run-dir", tmp_path / "run")
+    assert_user_error(result.exit_code, result.stderr,
+                      "stage 'student-kd' needs stage 'teacher', which is not up to date")
+    assert not (tmp_path / "run" / "student-kd").exists()
 
 
 def test_wrong_type(tmp_path):
