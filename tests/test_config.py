@@ -10,6 +10,7 @@ from textdistill.config import (
     DistillConfig,
     FinetuneConfig,
     Recipe,
+    Strict,
     apply_overrides,
     config_hash,
     load_config,
@@ -220,3 +221,14 @@ def test_config_hash_tracks_config_and_salt():
     assert config_hash(a) != config_hash(distill_config("temperature=3"))
     assert config_hash(a) != config_hash(a, salt="upstream")
     assert len(config_hash(a)) == 16
+
+
+def test_config_hash_ignores_unset_options():
+    class Old(Strict):
+        lr: float = 1e-3
+
+    class New(Old):
+        init: list[int] | None = None
+
+    assert config_hash(New()) == config_hash(Old())
+    assert config_hash(New(init=[1])) != config_hash(Old())

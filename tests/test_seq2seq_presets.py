@@ -15,6 +15,7 @@ from textdistill.seq2seq.presets import (
     average_checkpoints,
     build_seq2seq,
     check_arch,
+    copy_teacher_layers,
     count_parameters,
     freeze_positions,
     label_smoothed_nll,
@@ -76,6 +77,53 @@ def test_arch_changes_the_preset_shape():
     model = build_seq2seq("tiny", FakeTokenizer(300), seed=0, encoder_layers=3, decoder_layers=1)
     assert (len(model.model.encoder.layers), len(model.model.decoder.layers)) == (3, 1)
     assert model.config.d_model == PRESETS["tiny"].d_model
+
+
+TOY = {"d_model": 16, "heads": 2, "ffn_dim": 32}
+
+
+def _toy(seed: int, enc: int, dec: int, **shape):
+    return build_seq2seq("tiny", FakeTokenizer(60), seed=seed, encoder_layers=enc,
+                         decoder_layers=dec, **{**TOY, **shape}).eval()
+
+
+def test_copy_teacher_layers_reproduces_the_teacher():
+    teacher = _toy(0, 3, 2)
+    student = _toy(1, 3, 2)
+    x = torch.tensor([[5, 6, 7, 1], [8, 9, 1, 0]])
+    mask = (x != 0).long()
+    labels = torch.tensor([[11, 12, 1], [13, 1, -100]])
+    logits = teacher(input_ids=x, attention_mask=mask, labels=labels).logits
+    assert not torch.allclose(student(input_ids=x, attention_mask=mask, labels=labels).logits,
+                              logits)
+    copy_teacher_layers(student, teacher, [1, 2, 3], [1, 2])
+    assert torch.equal(student(input_ids=x, attention_mask=mask, labels=labels).logits, logits)
+    assert student.lm_head.weight is student.model.shared.weight  # still tied
+
+
+def test_copy_teacher_layers_takes_the_named_layers():
+    teacher, student = _toy(0, 3, 2), _toy(1, 2, 1)
+    copy_teacher_layers(student, teacher, [1, 3], [2])
+    pairs = [(student.model.encoder.layers[0], teacher.model.encoder.layers[0]),
+             (student.model.encoder.layers[1], teacher.model.encoder.layers[2]),
+             (student.model.decoder.layers[0], teacher.model.decoder.layers[1])]
+    for s_layer, t_layer in pairs:
+        for (name, p), q in zip(s_layer.named_parameters(), t_layer.parameters(), strict=True):
+            assert torch.equal(p, q), name
+    assert torch.equal(student.model.shared.weight, teacher.model.shared.weight)
+    assert student.model.shared.weight.data_ptr() != teacher.model.shared.weight.data_ptr()
+
+
+@pytest.mark.parametrize("enc, dec, shape, message", [
+    ([1], [1], {}, r"init_from_teacher.encoder lists 1 layers but the student has 2"),
+    ([1, 4], [1], {}, r"init_from_teacher.encoder names layer 4, but the teacher has layers 1..3"),
+    ([1, 2], [0], {}, r"init_from_teacher.decoder names layer 0"),
+    ([1, 2], [1], {"ffn_dim": 64}, r"needs equal widths, but encoder_ffn_dim is 64"),
+])
+def test_copy_teacher_layers_errors(enc, dec, shape, message):
+    teacher, student = _toy(0, 3, 2), _toy(1, 2, 1, **shape)
+    with pytest.raises(UserError, match=message):
+        copy_teacher_layers(student, teacher, enc, dec)
 
 
 def test_save_and_generate(tmp_path):

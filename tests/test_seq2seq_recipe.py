@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from textdistill.config import Recipe, Seq2SeqConfig, load_config, validate
 from textdistill.data.corpora import L10N_FILES
@@ -80,6 +81,42 @@ def test_seqkd_recipe_runs_end_to_end(tmp_path):
 def test_word_kd_needs_a_teacher():
     with pytest.raises(UserError, match="word_kd needs a teacher"):
         validate(Seq2SeqConfig, {"objectives": [{"loss": "word_kd"}]})
+
+
+def test_init_from_teacher_needs_a_teacher():
+    with pytest.raises(UserError, match="init_from_teacher needs a teacher"):
+        validate(Seq2SeqConfig, {"init_from_teacher": {"encoder": [1], "decoder": [1]}})
+
+
+def test_student_starts_from_the_teachers_layers(tmp_path):
+    """Through ``run_train``: with a vanishing learning rate the student ends where it started,
+    which is the teacher's embeddings and the named layers."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from textdistill.seq2seq.presets import build_seq2seq, save_seq2seq
+    from textdistill.seq2seq.train import run_train
+    from textdistill.seq2seq.vocab import train_tokenizer
+
+    pairs = load_l10n_pairs("train", "de")[:40]
+    tok = train_tokenizer([s for s, _ in pairs] + [t for _, t in pairs], 300,
+                          src_lang="en", tgt_lang="de")
+    shape = {"d_model": 32, "heads": 2, "ffn_dim": 64}
+    teacher = build_seq2seq("tiny", tok, seed=0, encoder_layers=3, decoder_layers=2, **shape)
+    save_seq2seq(teacher, tok, tmp_path / "teacher", "en", "de")
+    cfg = validate(Seq2SeqConfig, {
+        "teacher": str(tmp_path / "teacher"), "arch": {**shape, "encoder_layers": 2,
+                                                       "decoder_layers": 1},
+        "init_from_teacher": {"encoder": [1, 3], "decoder": [2]}, "epochs": 1,
+        "data": {"max_train_examples": 40, "max_eval_examples": 2, "max_length": 16},
+        "optim": {"lr": 1e-12, "warmup_steps": 1}})
+    run_train(cfg, tmp_path / "student")
+    student = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path / "student" / "model"))
+    close = [(student.model.shared, teacher.model.shared),
+             (student.model.encoder.layers[1], teacher.model.encoder.layers[2]),
+             (student.model.decoder.layers[0], teacher.model.decoder.layers[1])]
+    for s_mod, t_mod in close:
+        for p, q in zip(s_mod.parameters(), t_mod.parameters(), strict=True):
+            torch.testing.assert_close(p, q, atol=1e-6, rtol=0)
 
 
 def test_unknown_target_language_is_rejected():

@@ -172,6 +172,13 @@ class Seq2SeqObjective(Strict):
     weight: float = Field(1.0, ge=0)
 
 
+class Seq2SeqInit(Strict):
+    """Teacher layers (1-based, one per student layer) that initialise a translation student."""
+
+    encoder: list[int]
+    decoder: list[int]
+
+
 class Seq2SeqConfig(Strict):
     """Train a translation model: a teacher on gold data or a student (Seq-KD, word-KD)."""
 
@@ -192,15 +199,19 @@ class Seq2SeqConfig(Strict):
         default_factory=lambda: [Seq2SeqObjective(loss="nll")])
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     teacher: str | None = None
+    init_from_teacher: Seq2SeqInit | None = None
+    """Start from the teacher's embeddings and these layers instead of random weights."""
     temperature: float = Field(1.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1)
     seed: int = 42
 
     @model_validator(mode="after")
     def _teacher_needed(self) -> Seq2SeqConfig:
-        if any(o.loss == "word_kd" for o in self.objectives) and self.teacher is None:
-            raise ValueError("word_kd needs a teacher: set 'teacher' to a model folder or an "
-                             "earlier stage's name")
+        for needs, what in ((any(o.loss == "word_kd" for o in self.objectives), "word_kd"),
+                            (self.init_from_teacher is not None, "init_from_teacher")):
+            if needs and self.teacher is None:
+                raise ValueError(f"{what} needs a teacher: set 'teacher' to a model folder or an "
+                                 "earlier stage's name")
         return self
 
 
@@ -265,8 +276,9 @@ class Recipe(Strict):
 
 
 def config_hash(cfg: BaseModel, salt: str = "") -> str:
-    """A stable hash of a config (and ``salt``), used to skip a stage that is up to date."""
-    text = salt + json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    """A stable hash of a config (and ``salt``), used to skip a stage that is up to date.
+    Unset options (None) do not count, so a new optional setting leaves finished stages valid."""
+    text = salt + json.dumps(cfg.model_dump(mode="json", exclude_none=True), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

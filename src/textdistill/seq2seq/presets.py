@@ -231,3 +231,35 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
         k: (v / n).to(first[k].dtype) if first[k].is_floating_point() else v
         for k, v in sums.items()
     }
+
+
+def copy_teacher_layers(student, teacher, encoder: Sequence[int], decoder: Sequence[int]) -> None:
+    """Initialise ``student`` from ``teacher`` ("shrink and fine-tune", Shleifer & Rush 2020):
+    the embeddings and every other weight outside the layer stacks, then teacher encoder layers
+    ``encoder`` and decoder layers ``decoder`` (1-based, one per student layer, in order).
+    Both models must have the same widths and vocabulary."""
+    s_cfg, t_cfg = student.config, teacher.config
+    for attr in ("d_model", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
+                 "vocab_size"):
+        if getattr(s_cfg, attr) != getattr(t_cfg, attr):
+            raise UserError(f"init_from_teacher needs equal widths, but {attr} is "
+                            f"{getattr(s_cfg, attr)} in the student and {getattr(t_cfg, attr)} in "
+                            "the teacher: change only the layer counts in 'arch'")
+    stacks = {"encoder": (encoder, s_cfg.encoder_layers, t_cfg.encoder_layers),
+              "decoder": (decoder, s_cfg.decoder_layers, t_cfg.decoder_layers)}
+    for side, (layers, n_student, n_teacher) in stacks.items():
+        if len(layers) != n_student:
+            raise UserError(f"init_from_teacher.{side} lists {len(layers)} layers but the student "
+                            f"has {n_student}: give one teacher layer per student layer")
+        bad = [n for n in layers if not 1 <= n <= n_teacher]
+        if bad:
+            raise UserError(f"init_from_teacher.{side} names layer {bad[0]}, but the teacher has "
+                            f"layers 1..{n_teacher}")
+    t_state = teacher.state_dict()
+    student.load_state_dict(
+        {k: v for k, v in t_state.items() if ".layers." not in k}, strict=False)
+    for side, (layers, _, _) in stacks.items():
+        s_stack = getattr(student.model, side).layers
+        t_stack = getattr(teacher.model, side).layers
+        for s_layer, t_index in zip(s_stack, layers, strict=True):
+            s_layer.load_state_dict(t_stack[t_index - 1].state_dict())

@@ -29,6 +29,7 @@ from textdistill.seq2seq.parallel import load_l10n_pairs, read_lines
 from textdistill.seq2seq.presets import (
     build_seq2seq,
     check_arch,
+    copy_teacher_layers,
     count_parameters,
     label_smoothed_nll,
     save_seq2seq,
@@ -207,8 +208,12 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
         tokenizer = _tokenizer(cfg, train_pairs, out_dir)
     check_arch(cfg.arch)
     model = build_seq2seq(cfg.preset, tokenizer, seed=cfg.seed, **cfg.arch)
-    module = Seq2SeqModule(model, cfg.objectives, cfg.label_smoothing, teacher, cfg.temperature,
-                           cfg.alpha)
+    if cfg.init_from_teacher is not None:
+        copy_teacher_layers(model, teacher, cfg.init_from_teacher.encoder,
+                            cfg.init_from_teacher.decoder)
+    word_kd = any(o.loss == "word_kd" for o in cfg.objectives)
+    module = Seq2SeqModule(model, cfg.objectives, cfg.label_smoothing,
+                           teacher if word_kd else None, cfg.temperature, cfg.alpha)
     train = ParallelDataset(train_pairs, tokenizer, cfg.data.max_length)
     decode = DecodeConfig(method="greedy", max_length=cfg.data.max_length)
     references = [t for _, t in dev_pairs]
