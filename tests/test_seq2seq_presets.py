@@ -119,6 +119,7 @@ def test_copy_teacher_layers_takes_the_named_layers():
     ([1, 4], [1], {}, r"init_from_teacher.encoder names layer 4, but the teacher has layers 1..3"),
     ([1, 2], [0], {}, r"init_from_teacher.decoder names layer 0"),
     ([1, 2], [1], {"ffn_dim": 64}, r"needs equal widths, but encoder_ffn_dim is 64"),
+    ([1, 2], [1], {"heads": 4}, r"needs equal widths, but encoder_attention_heads is 4"),
 ])
 def test_copy_teacher_layers_errors(enc, dec, shape, message):
     teacher, student = _toy(0, 3, 2), _toy(1, 2, 1, **shape)

@@ -240,7 +240,7 @@ def copy_teacher_layers(student, teacher, encoder: Sequence[int], decoder: Seque
     Both models must have the same widths and vocabulary."""
     s_cfg, t_cfg = student.config, teacher.config
     for attr in ("d_model", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
-                 "vocab_size"):
+                 "decoder_attention_heads", "vocab_size"):
         if getattr(s_cfg, attr) != getattr(t_cfg, attr):
             raise UserError(f"init_from_teacher needs equal widths, but {attr} is "
                             f"{getattr(s_cfg, attr)} in the student and {getattr(t_cfg, attr)} in "
