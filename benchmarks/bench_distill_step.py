@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
-from textdistill.config import Objective, OptimConfig, Phase
-from textdistill.data.batching import TokenizedDataset, make_loader
+from textdistill.config import KD, DataConfig, OptimConfig
+from textdistill.data.batching import TokenizedDataset
 from textdistill.data.corpora import load_classification
-from textdistill.distill import DistillModule
 from textdistill.models.classifier import build_student, load_classifier
+from textdistill.objectives import ObjectiveModule
+from textdistill.tasks.classification import ClassificationTask
 from textdistill.trainer import PhaseSpec, Trainer
 
 T, ALPHA, LR = 2.0, 0.5, 1e-4
@@ -40,8 +41,7 @@ def hand_loop(student, teacher, data, batch_size, steps) -> list[float]:
     student.train()
     times = []
     start = time.perf_counter()
-    for b, _ in zip(make_loader(data, batch_size, shuffle=True, seed=42), range(steps),
-                    strict=False):
+    for b, _ in zip(data.loader(batch_size, shuffle=True, seed=42), range(steps), strict=False):
         inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
         with torch.no_grad():
             t_logits = teacher(**inputs).logits
@@ -60,13 +60,13 @@ def hand_loop(student, teacher, data, batch_size, steps) -> list[float]:
 
 
 def ours(student, teacher, data, batch_size, steps, seed) -> list[float]:
-    phase = Phase(name="kd", epochs=1, objectives=[Objective(loss="kd")],
-                  optim=OptimConfig(lr=LR))
-    module = DistillModule(student, [phase], teacher, T, ALPHA)
+    optim = OptimConfig(lr=LR)
+    kd = KD(loss="kd", temperature=T, alpha=ALPHA)
+    module = ObjectiveModule(ClassificationTask(), student, [[kd]], teacher)
     epochs = steps / -(-len(data) // batch_size)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(module, data, batch_size,
-                          [PhaseSpec("kd", epochs, phase.optim, select=False)], out,
+                          [PhaseSpec("kd", epochs, optim, select=False)], out,
                           evaluate_fn=lambda m: {"accuracy": 0.0}, save_fn=lambda m, f: None,
                           seed=seed)
         trainer.train()
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--teacher", default="minilm")
     args = ap.parse_args()
     torch.manual_seed(0)
-    corpus = load_classification("rotten-tomatoes")
+    corpus = load_classification(DataConfig(corpus="rotten-tomatoes"))
     teacher, tok = load_classifier(args.teacher, corpus.labels)
     teacher.eval()
     fresh = build_student(args.preset, teacher, corpus.labels)

@@ -36,7 +36,7 @@ TARGET_RATIO = 3.0
 
 def build_teacher(work: Path, preset: str, vocab: int, rows: int, seed: int) -> Path:
     """Tokenizer + random model in ``work/teacher`` (reused when it is already there)."""
-    from textdistill.seq2seq.parallel import load_l10n_pairs
+    from textdistill.data.parallel import load_l10n_pairs
     from textdistill.seq2seq.presets import build_seq2seq, save_seq2seq
     from textdistill.seq2seq.vocab import train_tokenizer
 
@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from textdistill.data.parallel import load_l10n_pairs
     from textdistill.errors import UserError
     from textdistill.seq2seq.generate import generate_corpus
-    from textdistill.seq2seq.parallel import load_l10n_pairs
     from textdistill.seq2seq.presets import count_parameters
 
     if args.threads:

@@ -22,18 +22,20 @@ import time
 
 import torch
 
-from textdistill.config import OptimConfig, Seq2SeqObjective
-from textdistill.seq2seq.parallel import load_l10n_pairs
+from textdistill.config import Hard, OptimConfig
+from textdistill.data.batching import ParallelDataset
+from textdistill.data.parallel import load_l10n_pairs
+from textdistill.objectives import ObjectiveModule
 from textdistill.seq2seq.presets import build_seq2seq, count_parameters
-from textdistill.seq2seq.train import ParallelDataset, Seq2SeqModule
 from textdistill.seq2seq.vocab import train_tokenizer
+from textdistill.tasks.seq2seq import Seq2SeqTask
 from textdistill.trainer import make_adamw
 
 
 def time_preset(preset: str, tokenizer, batches: list[dict], steps: int) -> dict:
     """Median seconds of a full training step of ``preset`` over ``batches``."""
     model = build_seq2seq(preset, tokenizer, seed=0)
-    module = Seq2SeqModule(model, [Seq2SeqObjective(loss="nll")], 0.1).train()
+    module = ObjectiveModule(Seq2SeqTask(), model, [[Hard(loss="hard", smoothing=0.1)]]).train()
     opt = make_adamw(module.parameters(), OptimConfig(lr=5e-4))
     times = []
     for i in range(steps + 1):

@@ -76,13 +76,14 @@ LABELS = ["rotten", "fresh"]
 
 def dev_accuracy(model_dir: Path, cfg) -> float:
     """Accuracy of a saved rotten-tomatoes model on a run's dev subset, recomputed from disk."""
+    from textdistill.config import DataConfig
     from textdistill.data.batching import TokenizedDataset
     from textdistill.data.corpora import load_classification, subsample
     from textdistill.evaluate import classification_metrics, predict_labels
     from textdistill.models.classifier import load_classifier
 
     model, tokenizer = load_classifier(str(model_dir), LABELS)
-    rows = subsample(load_classification("rotten-tomatoes").split("dev"),
+    rows = subsample(load_classification(DataConfig(corpus="rotten-tomatoes")).split("dev"),
                      cfg.data.max_eval_examples, cfg.seed)
     data = TokenizedDataset(rows, tokenizer, cfg.data.max_length)
     return classification_metrics(data.labels, predict_labels(model, data, 32))["accuracy"]
@@ -131,6 +132,6 @@ def kd_run(tmp_path_factory, teacher) -> tuple[Path, DistillConfig, dict]:
     from textdistill.distill import run_distill
 
     out = tmp_path_factory.mktemp("kd")
-    cfg = distill_config(f"teacher={teacher}", *MICRO, "temperature=2", phases("kd"))
+    cfg = distill_config(f"teacher={teacher}", *MICRO, phases("kd, temperature: 2"))
     summary = run_distill(cfg, out)
     return out, cfg, summary

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from textdistill.analysis.analyze import analyze
-from textdistill.analysis.command import analyze_command
 from textdistill.analysis.data import read_lines
 from textdistill.analysis.tokenize import make_tokenizer, word_tokenize
+from textdistill.cli import app
+from textdistill.config import AlignerConfig
 from textdistill.errors import UserError
 
 
@@ -190,66 +191,46 @@ def test_missing_file_and_bad_options(files, tmp_path):
 # --- the command ------------------------------------------------------------------------
 
 
-def make_app() -> typer.Typer:
-    app = typer.Typer()
-    app.command("analyze")(analyze_command)
-
-    @app.command("noop")
-    def noop() -> None:  # a second command so that "analyze" stays a subcommand
-        pass
-
-    return app
-
-
-def test_command_writes_json_and_plot(files, tmp_path):
-    out_json = tmp_path / "out" / "result.json"
-    out_png = tmp_path / "out" / "plot.png"
-    res = CliRunner().invoke(
-        make_app(),
-        [
-            "analyze",
-            "--src",
-            str(files["src"]),
-            "--tgt",
-            str(files["dist"]),
-            "--tgt",
-            str(files["rev"]),
-            "--real",
-            str(files["real"]),
-            "--json",
-            str(out_json),
-            "--plot",
-            str(out_png),
-            "--iterations",
-            "2",
-            "--lang-ref",
-            f"a={files['real']}",
-            "--lang-ref",
-            f"b={files['rev']}",
-        ],
-    )
+def test_command_writes_metrics_and_plot(files, tmp_path):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, [
+        "analyze", "-o", str(out), "--src", str(files["src"]), str(files["dist"]),
+        str(files["rev"]), "--real", str(files["real"]), "--iterations", "2",
+        f"lang_refs={{a: {files['real']}, b: {files['rev']}}}",
+    ])
     assert res.exit_code == 0, res.output
     assert "train.dist" in res.stdout and "C(d)" in res.stdout
-    data = json.loads(out_json.read_text())
+    data = json.loads((out / "metrics.json").read_text())
     assert [c["name"] for c in data["corpora"]] == ["train.dist", "train.rev"]
     assert data["settings"]["iterations"] == 2
     assert data["corpora"][0]["language_mode"]["languages"] == ["a", "b"]
-    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(out_json.parent.glob(".*.tmp")) and not list(out_json.parent.glob(".*png"))
+    assert (out / "complexity_faithfulness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*.tmp")) and not list(out.glob(".*png"))
+
+
+def test_command_and_analyze_share_the_aligner_defaults():
+    from textdistill.analysis.aligner import fit_alignment
+
+    defaults = AlignerConfig()
+    for fn in (analyze, fit_alignment):
+        params = inspect.signature(fn).parameters
+        for name in ("iterations", "diagonal", "optimize_tension", "variational_bayes", "alpha",
+                     "p0", "tension"):
+            assert params[name].default == getattr(defaults, name), (fn.__name__, name)
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--plot", "x.png"], "--plot needs --real"),
-        (["--tokenize", "bytes"], "unknown tokenization"),
-        (["--lang-ref", "de"], "expected LANG=PATH"),
+        (["--tokenize", "bytes"], "'tokenize': Input should be 'words' or 'subwords'"),
+        (["lang_refs=de"], "'lang_refs': Input should be a valid dictionary"),
+        (["--iterations", "-1"], "'iterations': Input should be greater than or equal to 0"),
     ],
 )
-def test_command_errors_exit_2_with_one_line(files, extra, message):
+def test_command_errors_exit_2_with_one_line(files, tmp_path, extra, message):
     res = CliRunner().invoke(
-        make_app(), ["analyze", "--src", str(files["src"]), "--tgt", str(files["dist"]), *extra]
-    )
+        app, ["analyze", "-o", str(tmp_path), "--src", str(files["src"]), str(files["dist"]),
+              *extra])
     assert res.exit_code == 2
     assert res.stderr.strip().count("\n") == 0
     assert res.stderr.startswith("error: ") and message in res.stderr
@@ -258,6 +239,5 @@ def test_command_errors_exit_2_with_one_line(files, extra, message):
 def test_command_mismatch_error(files, tmp_path):
     short = write(tmp_path / "short", ["x"] * 3)
     res = CliRunner().invoke(
-        make_app(), ["analyze", "--src", str(files["src"]), "--tgt", str(short)]
-    )
+        app, ["analyze", "-o", str(tmp_path / "o"), "--src", str(files["src"]), str(short)])
     assert res.exit_code == 2 and "has 3" in res.stderr and "400 lines" in res.stderr

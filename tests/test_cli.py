@@ -39,14 +39,17 @@ def assert_user_error(exit_code: int, stderr: str, *fragments: str) -> str:
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        ([], ["finetune", "distill", "evaluate", "run", "data"]),
-        (["finetune"], ["--out", "--config", "--resume", "teacher"]),
-        (["distill"], ["--out", "--config", "--resume", "OVERRIDES"]),
-        (["evaluate"], ["MODELS", "--out", "--corpus", "--split"]),
+        ([], ["finetune", "distill", "evaluate", "train", "generate", "evaluate-mt", "analyze",
+              "run", "report", "data"]),
+        (["finetune"], ["--out", "--config", "--resume", "teacher", "epochs [3]"]),
+        (["distill"], ["--out", "--config", "--resume", "phases [", "key=value"]),
+        (["evaluate"], ["--out", "models [required]", "split ['test']"]),
+        (["generate"], ["method ['beam']", "sampling_temperature [1.0]", "not a distillation"]),
+        (["analyze"], ["variational_bayes [true]", "tgt [required]"]),
         (["run"], ["RECIPE", "--run-dir", "--resume", "--only"]),
         (["data"], ["list", "inspect"]),
         (["data", "list"], ["registered"]),
-        (["data", "inspect"], ["NAME", "label counts"]),
+        (["data", "inspect"], ["TARGET", "--text", "--label", "labels"]),
     ],
 )
 def test_help(command, expected):
@@ -111,8 +114,10 @@ def test_invalid_yaml(tmp_path):
 
 
 def test_unknown_key_in_recipe(tmp_path):
-    result = invoke("run", RECIPE, "stages.1.temprature=2", "--run-dir", tmp_path / "run")
-    assert_user_error(result.exit_code, result.stderr, "unknown key 'stages.1.temprature'",
+    result = invoke("run", RECIPE, "stages.1.phases.0.objectives.0.temprature=2", "--run-dir",
+                    tmp_path / "run")
+    assert_user_error(result.exit_code, result.stderr,
+                      "unknown key 'stages.1.phases.0.objectives.0.temprature'",
                       "did you mean 'temperature'?")
     assert not (tmp_path / "run").exists()
 
@@ -163,13 +168,13 @@ def test_attention_loss_needs_equal_heads_or_average_heads(tmp_path, teacher):
     result = invoke("distill", "-o", tmp_path / "out", f"teacher={teacher}", *MICRO,
                     phases("attention"))
     assert_user_error(result.exit_code, result.stderr, "the student has 2 heads and the teacher 12",
-                      "average_heads=true")
+                      "set average_heads: true")
     assert not (tmp_path / "out" / "model").exists()
 
 
 def test_layer_map_naming_a_missing_teacher_layer(tmp_path, teacher):
     result = invoke("distill", "-o", tmp_path / "out", f"teacher={teacher}", *MICRO,
-                    "layer_map.strategy=explicit", "layer_map.layers=[1,9]", phases("hidden"))
+                    phases("hidden, layer_map: {strategy: explicit, layers: [1, 9]}"))
     assert_user_error(result.exit_code, result.stderr, "entry 2 is 9", "1..6")
 
 
@@ -220,10 +225,18 @@ def test_evaluate_a_folder_that_is_not_a_model(tmp_path):
 # -- bad input in a real process -------------------------------------------------------------
 
 def test_subprocess_unknown_key(tmp_path):
-    proc = run_cli("distill", "-o", tmp_path / "out", "temprature=2")
-    assert_user_error(proc.returncode, proc.stderr, "unknown key 'temprature'",
-                      "did you mean 'temperature'?")
+    proc = run_cli("distill", "-o", tmp_path / "out", "selct_metric=mcc")
+    assert_user_error(proc.returncode, proc.stderr, "unknown key 'selct_metric'",
+                      "did you mean 'select_metric'?")
     assert proc.stdout == ""
+
+
+def test_unknown_loss_parameter_is_named_with_its_path(tmp_path):
+    result = invoke("distill", "-o", tmp_path / "out", "teacher=x",
+                    phases("kd, temprature: 2"))
+    assert_user_error(result.exit_code, result.stderr,
+                      "unknown key 'phases.0.objectives.0.temprature'",
+                      "did you mean 'temperature'?")
 
 
 def test_subprocess_missing_corpus_names_the_variable(tmp_path):
@@ -237,4 +250,4 @@ def test_subprocess_errors_after_loading_models(tmp_path, teacher):
     # warnings may reach stderr around the one error line.
     proc = run_cli("distill", "-o", tmp_path / "out", f"teacher={teacher}", *MICRO,
                    phases("embedding", "attention"))
-    assert_user_error(proc.returncode, proc.stderr, "set average_heads=true")
+    assert_user_error(proc.returncode, proc.stderr, "set average_heads: true")

@@ -29,8 +29,9 @@ def test_quickstart_recipe_loads():
     kd = recipe.stages[1]
     assert isinstance(kd, DistillConfig)
     assert kd.teacher == "teacher"
-    assert kd.temperature == 2.0
     assert [o.loss for o in kd.phases[0].objectives] == ["kd"]
+    assert kd.phases[0].objectives[0].temperature == 2.0
+    assert kd.phases[0].objectives[0].alpha == 0.5
     assert kd.phases[0].optim.lr == pytest.approx(3e-4)
     assert recipe.stages[2].teacher is None
     assert recipe.stages[3].models == ["teacher", "student-kd", "student-labels"]
@@ -128,11 +129,14 @@ def test_empty_yaml_is_an_empty_config(tmp_path):
 @pytest.mark.parametrize(
     ("model", "override", "key", "hint"),
     [
-        (Recipe, "stages.1.temprature=2", "stages.1.temprature", "did you mean 'temperature'?"),
+        (Recipe, "stages.1.phases.0.objectives.0.temprature=2",
+         "stages.1.phases.0.objectives.0.temprature", "did you mean 'temperature'?"),
         (Recipe, "stages.1.student.prest=x", "stages.1.student.prest", "did you mean 'preset'?"),
         (Recipe, "nme=x", "nme", "did you mean 'name'?"),
         (DistillConfig, "data.batch_sise=8", "data.batch_sise", "did you mean 'batch_size'?"),
-        (DistillConfig, "layer_map.stratgy=top", "layer_map.stratgy", "did you mean 'strategy'?"),
+        (DistillConfig, "phases=[{objectives: [{loss: hidden, layer_map: {stratgy: top}}]}]",
+         "phases.0.objectives.0.layer_map.stratgy", "did you mean 'strategy'?"),
+        (DistillConfig, "data.columns.lable=y", "data.columns.lable", "did you mean 'label'?"),
         (DistillConfig, "zzz=1", "zzz", "valid keys: kind, name, teacher, student"),
     ],
 )
@@ -151,11 +155,16 @@ def test_unknown_key_suggests_the_closest_valid_key(model, override, key, hint):
     [
         ("stages.0.data.batch_size=lots", "stages.0.data.batch_size", "(got 'lots')"),
         ("stages.0.optim.lr=fast", "stages.0.optim.lr", "valid number"),
-        ("stages.1.temperature=0", "stages.1.temperature", "greater than 0"),
-        ("stages.1.alpha=1.5", "stages.1.alpha", "less than or equal to 1"),
+        ("stages.1.phases.0.objectives.0.temperature=0",
+         "stages.1.phases.0.objectives.0.temperature", "greater than 0"),
+        ("stages.1.phases.0.objectives.0.temperature=.inf",
+         "stages.1.phases.0.objectives.0.temperature", "finite number"),
+        ("stages.1.phases.0.objectives.0.alpha=1.5", "stages.1.phases.0.objectives.0.alpha",
+         "less than or equal to 1"),
         ("stages.1.phases.0.objectives.0.loss=kld", "stages.1.phases.0.objectives.0.loss",
-         "(got 'kld')"),
-        ("stages.1.layer_map.strategy=middle", "stages.1.layer_map.strategy", "'uniform'"),
+         "unknown loss 'kld'; use one of 'hard', 'kd', 'reverse_kl', 'jsd'"),
+        ("stages.1.phases=[{objectives: [{loss: attention, layer_map: {strategy: middle}}]}]",
+         "stages.1.phases.0.objectives.0.layer_map.strategy", "'uniform'"),
     ],
 )
 def test_wrong_type_or_value_names_the_key(override, key, detail):
@@ -169,9 +178,9 @@ def test_wrong_type_or_value_names_the_key(override, key, detail):
 def test_unknown_stage_kind():
     with pytest.raises(UserError) as exc:
         load_config(Recipe, RECIPE, ["stages.0.kind=pretrain"])
-    assert "'pretrain'" in str(exc.value)
-    assert "'finetune', 'distill', 'evaluate', 'train', 'generate', 'evaluate-mt'" in str(
-        exc.value)
+    assert "'stages.0.kind': unknown kind 'pretrain'" in str(exc.value)
+    assert "'finetune', 'distill', 'evaluate', 'train', 'generate', 'evaluate-mt', 'analyze'" in (
+        str(exc.value))
 
 
 @pytest.mark.parametrize("loss", ["kd", "soft_ce", "hidden", "attention", "embedding"])
@@ -211,14 +220,18 @@ def test_saved_config_loads_back_identically(tmp_path):
     save_config(recipe, tmp_path / "run" / "config.yaml")
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["stages"][1]["phases"][0]["epochs"] == 0.5
-    assert saved["stages"][1]["layer_map"]["strategy"] == "uniform"  # defaults are resolved
+    assert saved["stages"][1]["phases"][0]["objectives"][0]["weight"] == 1.0  # defaults resolved
     assert load_config(Recipe, tmp_path / "run" / "config.yaml") == recipe
 
 
 def test_config_hash_tracks_config_and_salt():
-    a = distill_config("temperature=2")
-    assert config_hash(a) == config_hash(distill_config("temperature=2.0"))
-    assert config_hash(a) != config_hash(distill_config("temperature=3"))
+    def kd(tau: str) -> DistillConfig:
+        return distill_config(
+            "teacher=t", f"phases=[{{objectives: [{{loss: kd, temperature: {tau}}}]}}]")
+
+    a = kd("2")
+    assert config_hash(a) == config_hash(kd("2.0"))
+    assert config_hash(a) != config_hash(kd("3"))
     assert config_hash(a) != config_hash(a, salt="upstream")
     assert len(config_hash(a)) == 16
 

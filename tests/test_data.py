@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import random
 from collections import Counter
 
 import pytest
 import torch
 
-from textdistill.data.batching import (
-    LengthBucketBatchSampler,
-    PadCollator,
-    TokenizedDataset,
-    make_loader,
-)
+from textdistill.config import Columns, DataConfig
+from textdistill.data.batching import LengthBucketBatchSampler, TokenizedDataset, pad
 from textdistill.data.corpora import (
     Example,
     describe,
@@ -28,7 +27,7 @@ from textdistill.paths import DATA_ENV
 
 @pytest.fixture(scope="module")
 def rotten():
-    return load_classification("rotten-tomatoes")
+    return load_classification(DataConfig(corpus="rotten-tomatoes"))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def test_rotten_tomatoes_splits_are_stratified(rotten):
 
 
 def test_rotten_tomatoes_splits_are_deterministic(rotten):
-    again = load_classification("rotten-tomatoes")
+    again = load_classification(DataConfig())
     assert again.splits == rotten.splits
     assert rotten.split("dev")[0] == again.split("dev")[0]
 
@@ -69,15 +68,16 @@ def test_unknown_split_and_corpus(rotten):
     with pytest.raises(UserError, match="no split 'validation'"):
         rotten.split("validation")
     with pytest.raises(UserError, match="unknown corpus 'sst2'"):
-        load_classification("sst2")
+        load_classification(DataConfig(corpus="sst2"))
     with pytest.raises(UserError, match="unknown corpus 'sst2'"):
         describe("sst2")
 
 
 def test_bbc_news_has_five_labels():
-    corpus = load_classification("bbc-news")
+    corpus = load_classification(DataConfig(corpus="bbc-news"))
     assert corpus.labels == ["business", "entertainment", "politics", "sports", "tech"]
-    assert sum(len(v) for v in corpus.splits.values()) == 2225
+    assert {k: len(v) for k, v in corpus.splits.items()} == {"train": 1779, "dev": 223,
+                                                            "test": 223}
     for split, part in corpus.splits.items():
         assert set(Counter(e.label for e in part)) == set(range(5)), split
     info = describe("bbc-news")
@@ -93,6 +93,226 @@ def test_subsample_is_seeded():
     assert subsample(rows, 10, seed=4) != a
     assert subsample(rows, None, seed=3) is rows
     assert subsample(rows, 500, seed=3) is rows
+
+
+PRESET_SPLITS = {
+    # sha256 of "label\ttext" lines of each split: the rows and order of the original loaders
+    "rotten-tomatoes": {"train": "693e9c5a25f7926f", "dev": "d3e6754b2de7ed5e",
+                        "test": "dc57af3e9fbf1d25"},
+    "bbc-news": {"train": "be79bc2875926e50", "dev": "13f9900f30990b95",
+                 "test": "c945f8054e954910"},
+}
+
+
+@pytest.mark.parametrize("name", list(PRESET_SPLITS))
+def test_presets_keep_their_rows_and_order(name):
+    corpus = load_classification(DataConfig(corpus=name))
+    digests = {
+        split: hashlib.sha256("\n".join(f"{e.label}\t{e.text}" for e in rows).encode())
+        .hexdigest()[:16]
+        for split, rows in corpus.splits.items()
+    }
+    assert digests == PRESET_SPLITS[name]
+
+
+def test_presets_have_their_own_columns_and_labels():
+    with pytest.raises(UserError, match="rotten-tomatoes has its own columns.*remove data.columns"):
+        load_classification(DataConfig(corpus="rotten-tomatoes", columns=Columns(text="review")))
+    with pytest.raises(UserError, match="has its own labels"):
+        load_classification(DataConfig(corpus="rotten-tomatoes", labels=["fresh", "rotten"]))
+    same = load_classification(DataConfig(corpus="rotten-tomatoes", labels=["rotten", "fresh"]))
+    assert same.labels == ["rotten", "fresh"]
+
+
+# -- the user's classification files ---------------------------------------------------------
+
+def _write_csv(path, rows):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def _reviews(n, start=0):
+    """Synthetic reviews: every third one negative."""
+    return [{"id": str(i), "review": f"review {i} was {'dull' if i % 3 == 0 else 'lovely'}",
+             "sentiment": "neg" if i % 3 == 0 else "pos"} for i in range(start, start + n)]
+
+
+REVIEW_COLUMNS = Columns(text="review", label="sentiment")
+
+
+def _files_config(tmp_path, train, dev, test=None, **kwargs) -> DataConfig:
+    paths = {name: _write_csv(tmp_path / f"{name}.csv", rows)
+             for name, rows in (("train", train), ("dev", dev), ("test", test)) if rows}
+    return DataConfig(**paths, **{"columns": REVIEW_COLUMNS, **kwargs})
+
+
+def test_user_csv_with_other_columns_and_string_labels(tmp_path):
+    cfg = _files_config(tmp_path, _reviews(30), _reviews(9, start=30))
+    corpus = load_classification(cfg)
+    assert corpus.labels == ["neg", "pos"]
+    assert list(corpus.splits) == ["train", "dev"]
+    assert [len(v) for v in corpus.splits.values()] == [30, 9]
+    assert corpus.split("train")[:2] == [Example("review 0 was dull", 0),
+                                         Example("review 1 was lovely", 1)]
+    with pytest.raises(UserError, match=r"has no split 'test'.*data\.test"):
+        corpus.split("test")
+    with_test = load_classification(_files_config(tmp_path, _reviews(30), _reviews(9, 30),
+                                                  _reviews(6, 40)))
+    assert [len(v) for v in with_test.splits.values()] == [30, 9, 6]
+
+
+def test_user_labels_given_in_order(tmp_path):
+    cfg = _files_config(tmp_path, _reviews(12), _reviews(3), labels=["pos", "neg", "mixed"])
+    corpus = load_classification(cfg)
+    assert corpus.labels == ["pos", "neg", "mixed"]
+    assert [e.label for e in corpus.split("train")[:3]] == [1, 0, 0]
+
+
+def test_integer_labels_sort_numerically(tmp_path):
+    rows = [{"text": f"text {i}", "label": [10, 2, 1][i % 3]} for i in range(9)]
+    cfg = DataConfig(train=_write_jsonl(tmp_path / "train.jsonl", rows),
+                     dev=_write_jsonl(tmp_path / "dev.jsonl", rows[:3]))
+    corpus = load_classification(cfg)
+    assert corpus.labels == ["1", "2", "10"]
+    assert [e.label for e in corpus.split("dev")] == [2, 1, 0]
+    # integer-valued strings (CSV has no other kind) sort the same way
+    csv_rows = [{"text": r["text"], "label": str(r["label"])} for r in rows]
+    cfg = DataConfig(train=_write_csv(tmp_path / "train.csv", csv_rows),
+                     dev=_write_csv(tmp_path / "dev.csv", csv_rows[:3]))
+    assert load_classification(cfg).labels == ["1", "2", "10"]
+
+
+def test_text_pair_column(tmp_path):
+    rows = [{"premise": f"a cat sat on mat {i}", "hypothesis": f"an animal sat {i}",
+             "gold": ["entailment", "neutral", "contradiction"][i % 3]} for i in range(9)]
+    columns = Columns(text="premise", text_pair="hypothesis", label="gold")
+    cfg = DataConfig(train=_write_jsonl(tmp_path / "nli.jsonl", rows),
+                     dev=_write_jsonl(tmp_path / "nli_dev.jsonl", rows[:3]), columns=columns)
+    corpus = load_classification(cfg)
+    assert corpus.labels == ["contradiction", "entailment", "neutral"]
+    assert corpus.split("dev")[1] == Example("a cat sat on mat 1", 2, "an animal sat 1")
+    rows[4]["hypothesis"] = "  "
+    train = _write_jsonl(tmp_path / "nli_bad.jsonl", rows)
+    with pytest.raises(UserError, match=rf"^{train} row 5 has an empty 'hypothesis'"):
+        load_classification(cfg.model_copy(update={"train": train}))
+
+
+def test_one_file_is_split_stratified_and_seeded(tmp_path):
+    rows = _reviews(300)
+    path = _write_csv(tmp_path / "all.csv", rows)
+    corpus = load_classification(DataConfig(corpus=path, columns=REVIEW_COLUMNS))
+    assert corpus.name == path and corpus.labels == ["neg", "pos"]
+    # test: 10% of 300; dev: 0.1 / 0.9 of the other 270 (rounded up, as the presets' splits)
+    assert {k: len(v) for k, v in corpus.splits.items()} == {"train": 239, "dev": 31, "test": 30}
+    for split, part in corpus.splits.items():
+        assert sum(e.label == 0 for e in part) / len(part) == pytest.approx(1 / 3, abs=0.02)
+        numbers = [int(e.text.split()[1]) for e in part]
+        assert numbers == sorted(numbers), split  # file order within a split
+    everything = sorted(e.text for part in corpus.splits.values() for e in part)
+    assert everything == sorted(r["review"] for r in rows)
+    again = load_classification(DataConfig(corpus=path, columns=REVIEW_COLUMNS))
+    assert again.splits == corpus.splits
+    other = load_classification(DataConfig(corpus=path, columns=REVIEW_COLUMNS, split_seed=14))
+    assert other.splits["dev"] != corpus.splits["dev"]
+    bigger = load_classification(DataConfig(corpus=path, columns=REVIEW_COLUMNS,
+                                            dev_fraction=0.2, test_fraction=0.2))
+    assert [len(v) for v in bigger.splits.values()] == [180, 60, 60]
+
+
+def test_one_dataset_folder_as_corpus(tmp_path):
+    import datasets
+
+    folder = tmp_path / "reviews_hf"
+    datasets.Dataset.from_list(_reviews(50)).save_to_disk(str(folder))
+    corpus = load_classification(DataConfig(corpus=str(folder), columns=REVIEW_COLUMNS))
+    assert [len(v) for v in corpus.splits.values()] == [40, 5, 5]
+
+
+def _message(cfg) -> str:
+    with pytest.raises(UserError) as exc:
+        load_classification(cfg)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_user_data_errors_name_the_file(tmp_path):
+    dev = _write_csv(tmp_path / "dev.csv", _reviews(3))
+    missing = tmp_path / "nope.csv"
+    assert _message(DataConfig(train=str(missing), dev=dev)) == f"file not found: {missing}"
+    assert "unknown corpus" in _message(DataConfig(corpus=str(missing)))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert _message(DataConfig(train=str(empty), dev=dev)).startswith(f"{empty} is empty")
+    fake = tmp_path / "train.parquet"
+    fake.write_text("review,sentiment\na,pos\n")
+    assert f"{fake} is not a valid Parquet file" in _message(DataConfig(train=str(fake), dev=dev))
+
+
+def test_missing_column_lists_the_files_columns(tmp_path):
+    cfg = _files_config(tmp_path, _reviews(6), _reviews(3), columns=Columns(text="text"))
+    msg = _message(cfg)
+    assert msg.startswith(f"{cfg.train} has no column 'text'")
+    assert "['id', 'review', 'sentiment']" in msg and "data.columns.text" in msg
+
+
+def test_unseen_dev_label_and_label_not_in_labels(tmp_path):
+    dev_rows = _reviews(3)
+    dev_rows[1]["sentiment"] = "mixed"
+    cfg = _files_config(tmp_path, _reviews(6), dev_rows)
+    msg = _message(cfg)
+    assert msg.startswith(f"{cfg.dev} row 2 (dev split) has the label 'mixed'")
+    assert str(cfg.train) in msg and "data.labels" in msg
+    msg = _message(cfg.model_copy(update={"labels": ["neg", "pos"]}))
+    assert msg.startswith(f"{cfg.dev} row 2 has the label 'mixed', which is not in data.labels")
+    assert "add it to data.labels" in msg
+    assert _message(cfg.model_copy(update={"labels": ["neg", "neg"]})).startswith(
+        "data.labels names 'neg' twice")
+
+
+def test_empty_text_and_missing_label(tmp_path):
+    rows = _reviews(6)
+    rows[3]["review"] = ""
+    cfg = _files_config(tmp_path, rows, _reviews(3))
+    assert _message(cfg) == (f"{cfg.train} row 4 has an empty 'review'; fill it in or remove "
+                             "the row")
+    rows = _reviews(6)
+    rows[2]["sentiment"] = " "
+    cfg = _files_config(tmp_path, rows, _reviews(3))
+    assert _message(cfg).startswith(f"{cfg.train} row 3 has no label (column 'sentiment')")
+    jl = _write_jsonl(tmp_path / "nolabel.jsonl", [{"review": "a", "sentiment": None}])
+    assert "row 1 has no label" in _message(cfg.model_copy(update={"train": jl}))
+
+
+def test_one_file_too_small_to_stratify(tmp_path):
+    rows = _reviews(30)
+    rows[0]["sentiment"] = "rare"
+    path = _write_csv(tmp_path / "all.csv", rows)
+    msg = _message(DataConfig(corpus=path, columns=REVIEW_COLUMNS))
+    assert msg.startswith(f"cannot split {path} into train/dev/test by label")
+
+
+def test_describe_user_files(tmp_path):
+    path = _write_csv(tmp_path / "r.csv", _reviews(9))
+    info = describe(path, text="review", label="sentiment")
+    assert info["rows"] == 9 and info["format"] == "csv"
+    assert info["columns"] == ["id", "review", "sentiment"]
+    assert info["labels"] == {"pos": 6, "neg": 3}
+    assert info["text"] == {"column": "review", "mean_words": 4.0, "median_words": 4,
+                            "max_words": 4}
+    text = tmp_path / "notes.txt"
+    text.write_text("one two three\n\nfour five\nsix\n", encoding="utf-8")
+    assert describe(str(text)) == {"name": str(text), "format": "text", "lines": 3,
+                                   "mean_words": 2.0, "median_words": 2, "max_words": 3}
+    assert describe("rotten-tomatoes")["splits"]["dev"]["rows"] == 1281
 
 
 # -- tokenized datasets and padding ----------------------------------------------------------
@@ -113,18 +333,22 @@ def test_tokenized_dataset_truncates(tokenizer):
 
 
 @pytest.mark.parametrize("pad_id", [0, 7])
-def test_pad_collator_pads_and_masks(pad_id):
-    rows = [{"input_ids": [5, 6, 7], "labels": 1}, {"input_ids": [9], "labels": 0},
-            {"input_ids": [1, 2, 3, 4, 8], "labels": 1}]
-    batch = PadCollator(pad_id)(rows)
-    assert batch["input_ids"].shape == (3, 5)
-    assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long
-    assert batch["attention_mask"].sum(1).tolist() == [3, 1, 5]
-    assert batch["input_ids"][0].tolist() == [5, 6, 7, pad_id, pad_id]
-    assert batch["input_ids"][1].tolist() == [9, pad_id, pad_id, pad_id, pad_id]
-    assert batch["attention_mask"][1].tolist() == [1, 0, 0, 0, 0]
-    assert (batch["input_ids"][batch["attention_mask"] == 0] == pad_id).all()
-    assert batch["labels"].tolist() == [1, 0, 1]
+def test_pad_pads_and_masks(pad_id):
+    ids, mask = pad([[5, 6, 7], [9], [1, 2, 3, 4, 8]], pad_id)
+    assert ids.shape == mask.shape == (3, 5)
+    assert ids.dtype == mask.dtype == torch.long
+    assert mask.sum(1).tolist() == [3, 1, 5]
+    assert ids[0].tolist() == [5, 6, 7, pad_id, pad_id]
+    assert ids[1].tolist() == [9, pad_id, pad_id, pad_id, pad_id]
+    assert mask[1].tolist() == [1, 0, 0, 0, 0]
+    assert (ids[mask == 0] == pad_id).all()
+
+
+def test_tokenized_dataset_of_text_pairs(tokenizer):
+    single = TokenizedDataset([Example("a cat sat", 0)], tokenizer, max_length=32)
+    pair = TokenizedDataset([Example("a cat sat", 0, "an animal sat")], tokenizer, max_length=32)
+    assert pair.lengths()[0] == single.lengths()[0] + 4  # an animal sat [SEP]
+    assert pair.input_ids[0][:single.lengths()[0]] == single.input_ids[0]
 
 
 # -- length-bucketed batches -----------------------------------------------------------------
@@ -198,7 +422,7 @@ def test_sampler_without_shuffle_is_sorted_and_fixed():
 def test_make_loader_covers_the_data_and_leaves_the_global_rng_alone(tokenizer):
     rows = [Example(" ".join(["w"] * (1 + i % 13)), i % 2) for i in range(50)]
     data = TokenizedDataset(rows, tokenizer, max_length=32)
-    loader = make_loader(data, batch_size=8, shuffle=True, seed=3)
+    loader = data.loader(8, shuffle=True, seed=3)
     torch.manual_seed(0)
     state = torch.get_rng_state()
     seen = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from textdistill.config import DistillConfig, Recipe, load_config, validate
 from textdistill.distill import run_distill, seed_everything
 from textdistill.errors import UserError
 from textdistill.models.classifier import build_student, load_classifier
+from textdistill.stages import STAGES
 
 
 def test_kd_student(kd_run, teacher):
@@ -61,9 +63,9 @@ def test_kd_student(kd_run, teacher):
 def test_tinybert_two_phases(tmp_path, teacher, preset, average_heads):
     cfg = distill_config(
         f"teacher={teacher}", f"student.preset={preset}", *TINY_DATA,
-        f"average_heads={str(average_heads).lower()}",
         "phases=[{name: intermediate, epochs: 0.5, optim: {lr: 0.001},"
-        " objectives: [{loss: embedding}, {loss: hidden}, {loss: attention}]},"
+        " objectives: [{loss: embedding}, {loss: hidden},"
+        f" {{loss: attention, average_heads: {str(average_heads).lower()}}}]}},"
         " {name: prediction, epochs: 0.5, optim: {lr: 0.001}, objectives: [{loss: soft_ce}]}]",
     )
     summary = run_distill(cfg, tmp_path)
@@ -86,8 +88,8 @@ def test_tinybert_two_phases(tmp_path, teacher, preset, average_heads):
     assert dev_accuracy(tmp_path / "model", cfg) == summary["best_dev"]["accuracy"]
     # The learned projections are trained and checkpointed, but not saved with the student.
     ckpt = load_file(tmp_path / "checkpoint" / "module.safetensors")
-    assert any(k.startswith("embedding_proj.") for k in ckpt)
-    assert any(k.startswith("hidden_proj.") for k in ckpt)
+    assert any(k.startswith("matches.embedding_0.projection.") for k in ckpt)
+    assert any(k.startswith("matches.hidden_1.projection.") for k in ckpt)
     saved = load_file(tmp_path / "model" / "model.safetensors")
     assert not any("proj" in k for k in saved)
 
@@ -108,6 +110,7 @@ def test_labels_only_baseline(tmp_path):
 
 
 def _tiny_recipe(temperature: float = 1.0) -> Recipe:
+    kd = {"loss": "kd", "temperature": temperature}
     data = {"max_length": 32, "max_train_examples": 32, "max_eval_examples": 16,
             "batch_size": 16, "eval_batch_size": 16}
     return validate(Recipe, {
@@ -116,8 +119,8 @@ def _tiny_recipe(temperature: float = 1.0) -> Recipe:
             {"kind": "distill", "name": "labels", "student": {"preset": "micro-2"},
              "data": data, "phases": [{"epochs": 0.5, "objectives": [{"loss": "hard"}]}]},
             {"kind": "distill", "name": "kd", "teacher": "labels",
-             "student": {"preset": "micro-2"}, "data": data, "temperature": temperature,
-             "phases": [{"epochs": 0.5, "objectives": [{"loss": "kd"}]}]},
+             "student": {"preset": "micro-2"}, "data": data,
+             "phases": [{"epochs": 0.5, "objectives": [kd]}]},
             {"kind": "evaluate", "name": "compare", "models": ["labels", "kd"],
              "data": {**data, "max_eval_examples": 8}, "split": "dev",
              "latency_examples": 2, "throughput_batches": 1},
@@ -130,13 +133,12 @@ def test_recipe_skips_up_to_date_stages_and_reruns_changed_ones(tmp_path, monkey
     run_dir = tmp_path / "run"
     recipe = _tiny_recipe()
     calls: list[str] = []
-    real_run_stage = recipe_mod.run_stage
+    for kind in ("distill", "evaluate"):
+        def recording_run(stage, out_dir, resume, real=STAGES[kind].run):
+            calls.append(stage.name)
+            return real(stage, out_dir, resume)
 
-    def recording_run_stage(stage, out_dir, *args, **kwargs):
-        calls.append(stage.name)
-        return real_run_stage(stage, out_dir, *args, **kwargs)
-
-    monkeypatch.setattr(recipe_mod, "run_stage", recording_run_stage)
+        monkeypatch.setitem(STAGES, kind, replace(STAGES[kind], run=recording_run))
     first = recipe_mod.run_recipe(recipe, run_dir)
     assert calls == ["labels", "kd", "compare"]
     assert set(first) == {"labels", "kd", "compare"}
@@ -164,7 +166,8 @@ def test_recipe_skips_up_to_date_stages_and_reruns_changed_ones(tmp_path, monkey
     calls.clear()
     third = recipe_mod.run_recipe(_tiny_recipe(temperature=3.0), run_dir)
     assert calls == ["kd", "compare"]
-    assert yaml.safe_load((run_dir / "kd" / "config.yaml").read_text())["temperature"] == 3.0
+    saved = yaml.safe_load((run_dir / "kd" / "config.yaml").read_text())
+    assert saved["phases"][0]["objectives"][0]["temperature"] == 3.0
     assert third["labels"] == second["labels"]
 
     # A stage whose marker is gone (an interrupted stage) runs again.
@@ -176,43 +179,46 @@ def test_recipe_skips_up_to_date_stages_and_reruns_changed_ones(tmp_path, monkey
 
 def test_recipe_only_runs_named_stages_and_reruns_only_what_depends_on_a_change(
         tmp_path, monkeypatch):
-    def recipe(temperature: float) -> Recipe:
+    def recipe(seed: int) -> Recipe:
         student = {"preset": "micro-2"}
         return validate(Recipe, {"name": "deps", "stages": [
             {"kind": "distill", "name": "a", "student": student},
             {"kind": "distill", "name": "b", "teacher": "a", "student": student},
-            {"kind": "distill", "name": "c", "student": student, "temperature": temperature},
+            {"kind": "distill", "name": "c", "student": student, "seed": seed},
             {"kind": "evaluate", "name": "e", "models": ["b", "c"]},
         ]})
 
     calls: list[str] = []
 
-    def fake_run_stage(stage, out_dir, *args, **kwargs):  # records instead of training
+    def fake_run(stage, out_dir, resume):  # records instead of training
         calls.append(stage.name)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps({"stage": stage.name}))
+        return {"stage": stage.name}
 
-    monkeypatch.setattr(recipe_mod, "run_stage", fake_run_stage)
+    for kind in ("distill", "evaluate"):
+        monkeypatch.setitem(STAGES, kind, replace(STAGES[kind], run=fake_run,
+                                                  show=lambda *a: None))
     with pytest.raises(UserError, match="stage 'b' needs stage 'a', which is not up to date"):
-        recipe_mod.run_recipe(recipe(1.0), tmp_path, only=["b"])
+        recipe_mod.run_recipe(recipe(1), tmp_path, only=["b"])
     with pytest.raises(UserError, match="recipe 'deps' has no stage 'x'; its stages are a, b"):
-        recipe_mod.run_recipe(recipe(1.0), tmp_path, only=["x"])
+        recipe_mod.run_recipe(recipe(1), tmp_path, only=["x"])
     assert calls == []
-    assert set(recipe_mod.run_recipe(recipe(1.0), tmp_path, only=["a", "c"])) == {"a", "c"}
-    recipe_mod.run_recipe(recipe(1.0), tmp_path, only=["b"])
-    metrics = recipe_mod.run_recipe(recipe(1.0), tmp_path)
+    assert set(recipe_mod.run_recipe(recipe(1), tmp_path, only=["a", "c"])) == {"a", "c"}
+    recipe_mod.run_recipe(recipe(1), tmp_path, only=["b"])
+    metrics = recipe_mod.run_recipe(recipe(1), tmp_path)
     assert calls == ["a", "c", "b", "e"]
     assert metrics["e"] == {"stage": "e"}
     # changing c reruns c and what uses it (e), not b, which comes earlier but does not use c
     calls.clear()
-    recipe_mod.run_recipe(recipe(2.0), tmp_path)
+    recipe_mod.run_recipe(recipe(2), tmp_path)
     assert calls == ["c", "e"]
 
 
 def test_recipe_evaluating_an_unknown_model(tmp_path):
     recipe = validate(Recipe, {"name": "x", "stages": [
         {"kind": "evaluate", "name": "e", "models": ["nowhere"]}]})
-    with pytest.raises(UserError, match="evaluates 'nowhere', which is neither an earlier stage"):
+    with pytest.raises(UserError, match="'nowhere' is not a Hugging Face model folder"):
         recipe_mod.run_recipe(recipe, tmp_path)
 
 

@@ -9,12 +9,20 @@ from textdistill.errors import UserError
 from textdistill.losses import (
     Projection,
     attention_mse,
+    divergence,
     hard_label_loss,
     hidden_mse,
-    kd_loss,
     soft_cross_entropy,
-    soft_target_kd,
+    soft_target_loss,
 )
+
+
+def soft_target_kd(s, t, temperature=1.0, mask=None):
+    return divergence(s, t, "kd", temperature, mask)
+
+
+def kd_loss(s, t, labels, temperature, alpha, mask=None):
+    return soft_target_loss(s, t, labels, temperature, alpha, "kd", mask)
 
 
 def _np_softmax(row):

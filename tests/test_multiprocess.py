@@ -30,8 +30,8 @@ pytestmark = pytest.mark.slow
 
 ARGS = [
     "student.preset=micro-2", "data.max_length=32", "data.max_train_examples=128",
-    "data.max_eval_examples=64", "data.batch_size=4", "temperature=2",
-    "phases=[{name: kd, epochs: 1, optim: {lr: 0.001}, objectives: [{loss: kd}]}]",
+    "data.max_eval_examples=64", "data.batch_size=4",
+    "phases=[{name: kd, epochs: 1, optim: {lr: 0.001}, objectives: [{loss: kd, temperature: 2}]}]",
 ]
 
 

@@ -1,18 +1,17 @@
-"""The ``generate`` command: options, output, and one-line errors with exit status 2."""
+"""The ``generate`` command: options from its config, output, and one-line errors (exit 2)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from textdistill.seq2seq.command import generate_command
+from textdistill.cli import app
 from textdistill.seq2seq.presets import build_seq2seq, save_seq2seq
 from textdistill.seq2seq.vocab import train_tokenizer
 
-app = typer.Typer()
-app.command()(generate_command)
 runner = CliRunner()
 
 LINES = ["the cat sits on the mat", "a green house", "open the file", "save it"] * 10
@@ -37,30 +36,50 @@ def test_generate_command(tmp_path):
     _teacher(tmp_path / "m")
     src = tmp_path / "src.en"
     src.write_text("the cat\nopen the green file\n")
-    out = tmp_path / "out.jsonl"
-    args = ["--model", str(tmp_path / "m"), "--src", str(src), "--out", str(out),
+    out = tmp_path / "out"
+    args = ["generate", "-o", str(out), "--model", str(tmp_path / "m"), "--src", str(src),
             "--method", "beam", "--beam", "3", "--num-return", "2", "--max-length", "6",
-            "--batch-tokens", "64", "--seed", "1", "--src-lang", "en", "--tgt-lang", "de"]
+            "data.batch_tokens=64", "--seed=1"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "wrote" in result.stderr and "2 lines, 4 hypotheses" in result.stderr
-    assert len(out.read_text().splitlines()) == 4
+    assert "2 sources" in result.stderr
+    records = [json.loads(line) for line in (out / "kbest.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["rank"]) for r in records] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert len((out / "targets.txt").read_text().splitlines()) == 2
+    config = (out / "config.yaml").read_text()
+    assert "beam: 3" in config and "num_return: 2" in config and "seed: 1" in config
     again = runner.invoke(app, args)
-    assert again.exit_code == 0 and "already complete" in again.stderr
+    assert again.exit_code == 0 and (out / "kbest.jsonl").read_text().count("\n") == 4
 
-    bad = runner.invoke(app, [*args[:-2], "--tgt-lang", "fr", "--overwrite"])
+
+def test_generate_checks_the_teachers_languages(tmp_path):
+    _teacher(tmp_path / "m")
+    bad = runner.invoke(app, ["generate", "-o", str(tmp_path / "o"), "--model",
+                              str(tmp_path / "m"), "data.tgt_lang=fr", "split=dev",
+                              "data.max_eval_examples=3"])
     assert bad.exit_code == 2
     assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
     assert "trained for en->de but the data is en->fr" in bad.stderr
     assert "Traceback" not in bad.output
 
 
-def test_generate_command_errors(tmp_path):
-    result = runner.invoke(app, ["--model", str(tmp_path / "none"), "--src", "x", "--out",
-                                 str(tmp_path / "o.txt")])
-    assert result.exit_code == 2
-    assert result.stderr == f"error: model folder {tmp_path / 'none'} does not exist\n"
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "none", "--src", "x"], "model folder none does not exist"),
+    (["--model", "m", "--src", "x", "--method", "top"], "'method': Input should be 'beam'"),
+    (["--model", "m", "--src", "x", "--sampling-temperature", "0"],
+     "'sampling_temperature': Input should be greater than 0"),
+    (["--model", "m", "--src", "x", "--temperature", "2"],
+     "unknown key 'temperature' (did you mean 'sampling_temperature'?)"),
+    (["--model", "m", "--src", "x", "--method", "greedy", "--num-return", "2"],
+     "greedy search returns one hypothesis"),
+    (["--src", "x"], "'model': Field required"),
+    (["--model", "m", "stray"], "unexpected argument 'stray'"),
+])
+def test_generate_command_errors(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "m").mkdir()
-    result = runner.invoke(app, ["--model", str(tmp_path / "m"), "--src", "x", "--out",
-                                 str(tmp_path / "o.txt"), "--method", "top"])
-    assert result.exit_code == 2 and "unknown decoding method 'top'" in result.stderr
+    (tmp_path / "x").write_text("a line\n")
+    result = runner.invoke(app, ["generate", "-o", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1

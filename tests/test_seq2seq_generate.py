@@ -13,21 +13,21 @@ import pytest
 import torch
 from transformers import LogitsProcessorList
 
+from textdistill.config import DecodeConfig, validate
+from textdistill.data.batching import length_batches
 from textdistill.data.corpora import L10N_FILES
+from textdistill.data.parallel import load_l10n_pairs
 from textdistill.errors import UserError
 from textdistill.paths import data_dir
 from textdistill.seq2seq.generate import (
-    DecodeConfig,
     RowLengthCap,
     generate_corpus,
     length_limits,
     load_seq2seq,
-    make_batches,
     manifest_path,
     plan_shards,
     read_kbest,
 )
-from textdistill.seq2seq.parallel import load_l10n_pairs
 from textdistill.seq2seq.presets import build_seq2seq, save_seq2seq
 from textdistill.seq2seq.vocab import train_tokenizer
 
@@ -37,6 +37,15 @@ pytestmark = pytest.mark.skipif(
 )
 SMALL = {"d_model": 32, "heads": 2, "ffn_dim": 64, "encoder_layers": 1, "decoder_layers": 1}
 FAST = {"shard_size": 6, "batch_tokens": 160, "max_len_a": 1.0, "max_len_b": 4}
+DECODE_KEYS = set(DecodeConfig.model_fields)
+
+
+def _gen(folder, src, out, method: str = "beam", **kw):
+    """``generate_corpus`` with decoding options as keywords (validated like a config)."""
+    decode = validate(DecodeConfig, {"method": method,
+                                     **{k: v for k, v in kw.items() if k in DECODE_KEYS}})
+    return generate_corpus(folder, src, out, decode,
+                           **{k: v for k, v in kw.items() if k not in DECODE_KEYS})
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -91,7 +100,7 @@ def _alone(model, tok, line: str, **kw) -> tuple[str, torch.Tensor]:
 def test_batched_sorted_output_equals_one_by_one(teacher, tmp_path, method):
     folder, src = teacher
     out = tmp_path / "out.txt"
-    summary = generate_corpus(folder, src, out, method, beam=3, **FAST)
+    summary = _gen(folder, src, out, method, beam=3, **FAST)
     assert summary["shards"] > 2 and not summary["skipped"]
     got = _lines(out)
     model, tok = load_seq2seq(folder)
@@ -116,7 +125,7 @@ def test_batched_sorted_output_equals_one_by_one(teacher, tmp_path, method):
 def test_kbest_jsonl_scores(teacher, tmp_path):
     folder, src = teacher
     out = tmp_path / "kbest.jsonl"
-    generate_corpus(folder, src, out, "beam", beam=4, num_return=3, **FAST)
+    _gen(folder, src, out, "beam", beam=4, num_return=3, **FAST)
     records = [json.loads(line) for line in _lines(out)]
     assert [(r["id"], r["rank"]) for r in records] == [
         (i, k) for i in range(len(src)) for k in range(3)
@@ -131,7 +140,7 @@ def test_kbest_jsonl_scores(teacher, tmp_path):
 
     # The score is the model's log-probability: check greedy against an independent loss.
     greedy = tmp_path / "greedy.jsonl"
-    generate_corpus(folder, src, greedy, "greedy", **FAST)
+    _gen(folder, src, greedy, "greedy", **FAST)
     model, tok = load_seq2seq(folder)
     for r in (json.loads(line) for line in _lines(greedy)[:8]):
         enc = tok([src[r["id"]]], return_tensors="pt")
@@ -146,7 +155,7 @@ def test_kbest_jsonl_scores(teacher, tmp_path):
 def test_tsv_output(teacher, tmp_path):
     folder, src = teacher
     out = tmp_path / "kbest.tsv"
-    generate_corpus(folder, src[:8], out, "beam", beam=2, num_return=2, **FAST)
+    _gen(folder, src[:8], out, "beam", beam=2, num_return=2, **FAST)
     rows = [line.split("\t") for line in _lines(out)]
     assert [(int(r[0]), int(r[1])) for r in rows] == [(i, k) for i in range(8) for k in (0, 1)]
     assert all(len(r) == 4 and float(r[2]) < 0 for r in rows)
@@ -172,11 +181,11 @@ def test_resume_after_interruption(teacher, tmp_path, out_name):
     if out_name.endswith(".jsonl"):
         kw["num_return"] = 2
     full = tmp_path / ("full-" + out_name)
-    total = generate_corpus(folder, src, full, **kw)["shards"]
+    total = _gen(folder, src, full, **kw)["shards"]
 
     out = tmp_path / out_name
     with pytest.raises(Killed):
-        generate_corpus(folder, src, out, on_shard=_kill_after(2), **kw)
+        _gen(folder, src, out, on_shard=_kill_after(2), **kw)
     parts = out.with_name(out.name + ".parts")
     assert not out.exists()
     assert sorted(p.name for p in parts.glob("shard-*")) == ["shard-00000.jsonl",
@@ -184,7 +193,7 @@ def test_resume_after_interruption(teacher, tmp_path, out_name):
     (parts / ".shard-00002.jsonl.abc.tmp").write_text("half a shard")  # a killed write
 
     calls = []
-    summary = generate_corpus(folder, src, out, on_shard=lambda s, d: calls.append(s), **kw)
+    summary = _gen(folder, src, out, on_shard=lambda s, d: calls.append(s), **kw)
     assert calls == list(range(2, total))  # finished shards are not decoded again
     assert summary["shards_done_now"] == total - 2
     assert out.read_bytes() == full.read_bytes()  # same samples: seeded per shard
@@ -199,64 +208,65 @@ def test_resume_after_interruption(teacher, tmp_path, out_name):
 def test_complete_output_is_skipped(teacher, tmp_path):
     folder, src = teacher
     out = tmp_path / "out.txt"
-    generate_corpus(folder, src, out, "greedy", **FAST)
+    _gen(folder, src, out, "greedy", **FAST)
     manifest = json.loads(manifest_path(out).read_text())
     assert manifest["records"] == len(src) and manifest["config"]["decode"]["method"] == "greedy"
     before = out.stat().st_mtime_ns
 
     calls = []
-    summary = generate_corpus(folder, src, out, "greedy", on_shard=lambda s, d: calls.append(s),
+    summary = _gen(folder, src, out, "greedy", on_shard=lambda s, d: calls.append(s),
                               **FAST)
     assert summary["skipped"] and calls == [] and out.stat().st_mtime_ns == before
 
     with pytest.raises(UserError, match=r"was not made by this configuration.*--overwrite"):
-        generate_corpus(folder, src, out, "beam", beam=2, **FAST)
+        _gen(folder, src, out, "beam", beam=2, **FAST)
     with pytest.raises(UserError, match=r"was not made by this configuration"):
-        generate_corpus(folder, src[:-1], out, "greedy", **FAST)  # other source lines
-    summary = generate_corpus(folder, src, out, "beam", beam=2, overwrite=True, **FAST)
+        _gen(folder, src[:-1], out, "greedy", **FAST)  # other source lines
+    summary = _gen(folder, src, out, "beam", beam=2, overwrite=True, **FAST)
     assert not summary["skipped"] and manifest_path(out).read_text() != json.dumps(manifest)
 
     out.write_text("edited by hand\n")
     with pytest.raises(UserError, match="was not made by this configuration"):
-        generate_corpus(folder, src, out, "beam", beam=2, **FAST)
+        _gen(folder, src, out, "beam", beam=2, **FAST)
 
 
 def test_errors(teacher, tmp_path):
     folder, src = teacher
     with pytest.raises(UserError, match=r"needs a k-best format: write to a \.jsonl or \.tsv"):
-        generate_corpus(folder, src, tmp_path / "o.txt", "beam", num_return=2)
-    with pytest.raises(UserError, match="unknown decoding method 'nucleus'"):
-        generate_corpus(folder, src, tmp_path / "o.txt", "nucleus")
+        _gen(folder, src, tmp_path / "o.txt", "beam", num_return=2)
+    with pytest.raises(UserError, match="'method': Input should be 'beam'.*got 'nucleus'"):
+        _gen(folder, src, tmp_path / "o.txt", "nucleus")
     with pytest.raises(UserError, match="num_return 6 is larger than the beam 5"):
-        generate_corpus(folder, src, tmp_path / "o.jsonl", "beam", num_return=6)
-    with pytest.raises(UserError, match="top_p must be in"):
-        generate_corpus(folder, src, tmp_path / "o.txt", "topp", top_p=1.5)
+        _gen(folder, src, tmp_path / "o.jsonl", "beam", num_return=6)
+    with pytest.raises(UserError, match="'top_p': Input should be less than or equal to 1"):
+        _gen(folder, src, tmp_path / "o.txt", "topp", top_p=1.5)
     with pytest.raises(UserError, match="model folder .* does not exist"):
-        generate_corpus(tmp_path / "none", src, tmp_path / "o.txt")
+        _gen(tmp_path / "none", src, tmp_path / "o.txt")
     with pytest.raises(UserError, match=r"trained for en->de but the data is en->fr"):
-        generate_corpus(folder, src, tmp_path / "o.txt", src_lang="en", tgt_lang="fr")
+        _gen(folder, src, tmp_path / "o.txt", src_lang="en", tgt_lang="fr")
     with pytest.raises(UserError, match="file not found"):
-        generate_corpus(folder, tmp_path / "missing.en", tmp_path / "o.txt")
+        _gen(folder, tmp_path / "missing.en", tmp_path / "o.txt")
     (tmp_path / "o.txt.parts").mkdir()
     (tmp_path / "o.txt.parts" / "mine").write_text("x")
     with pytest.raises(UserError, match="is not a shard folder"):
-        generate_corpus(folder, src, tmp_path / "o.txt", "greedy", **FAST)
+        _gen(folder, src, tmp_path / "o.txt", "greedy", **FAST)
 
 
 def test_make_batches_and_shards():
     lengths = [5, 30, 7, 7, 12, 3, 30, 1]
-    batches = make_batches(lengths, batch_tokens=40)
+    batches = length_batches(lengths, batch_tokens=40, longest_first=True)
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(lengths)))
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
     assert all(len(b) * max(lengths[i] for i in b) <= 40 or len(b) == 1 for b in batches)
     assert batches[:2] == [[1], [6]]  # 2 × 30 > 40
-    assert [len(b) for b in make_batches(lengths, batch_size=3)] == [3, 3, 2]
-    assert make_batches([50], batch_tokens=10) == [[0]]  # too long alone: its own batch
-    shards = plan_shards(make_batches(lengths, batch_size=2), shard_size=3)
+    assert [len(b) for b in length_batches(lengths, batch_size=3, longest_first=True)] == [3, 3, 2]
+    # too long alone: its own batch
+    assert length_batches([50], batch_tokens=10, longest_first=True) == [[0]]
+    shards = plan_shards(length_batches(lengths, batch_size=2, longest_first=True), shard_size=3)
     assert [sum(len(b) for b in s) for s in shards] == [4, 4]
     with pytest.raises(UserError):
-        make_batches(lengths)
+        length_batches(lengths, longest_first=True)
 
 
 def _launch_script(tmp_path: Path, folder: Path, src: list[str]) -> Path:
@@ -264,6 +274,7 @@ def _launch_script(tmp_path: Path, folder: Path, src: list[str]) -> Path:
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import os, sys, signal
+        from textdistill.config import DecodeConfig
         from textdistill.seq2seq.generate import generate_corpus
 
         kill = int(os.environ.get("KILL_AFTER", "0"))
@@ -272,8 +283,9 @@ def _launch_script(tmp_path: Path, folder: Path, src: list[str]) -> Path:
             if done == kill:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        generate_corpus({str(folder)!r}, {str(tmp_path / "src.txt")!r}, sys.argv[1], "topk",
-                        num_return=2, seed=3, on_shard=on_shard, **{FAST!r})
+        decode = DecodeConfig(method="topk", num_return=2, seed=3, max_len_a=1.0, max_len_b=4)
+        generate_corpus({str(folder)!r}, {str(tmp_path / "src.txt")!r}, sys.argv[1], decode,
+                        shard_size=6, batch_tokens=160, on_shard=on_shard)
     """))
     return script
 
@@ -292,9 +304,9 @@ def test_sigkill_and_resume(teacher, tmp_path):
                           "KILL_AFTER": "2"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9
     assert len(list((tmp_path / "killed.jsonl.parts").glob("shard-*.jsonl"))) == 2
-    generate_corpus(folder, tmp_path / "src.txt", out, "topk", num_return=2, seed=3, **FAST)
+    _gen(folder, tmp_path / "src.txt", out, "topk", num_return=2, seed=3, **FAST)
     full = tmp_path / "full.jsonl"
-    generate_corpus(folder, tmp_path / "src.txt", full, "topk", num_return=2, seed=3, **FAST)
+    _gen(folder, tmp_path / "src.txt", full, "topk", num_return=2, seed=3, **FAST)
     assert out.read_bytes() == full.read_bytes()
 
 
@@ -310,7 +322,7 @@ def test_two_processes_with_accelerate(teacher, tmp_path):
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = tmp_path / "one.jsonl"
-    generate_corpus(folder, tmp_path / "src.txt", one, "topk", num_return=2, seed=3, **FAST)
+    _gen(folder, tmp_path / "src.txt", one, "topk", num_return=2, seed=3, **FAST)
     assert out2.read_bytes() == one.read_bytes()
     meta = json.loads(manifest_path(out2).read_text())
     assert meta["records"] == 2 * len(src)

@@ -8,14 +8,14 @@ import logging
 import pytest
 
 from textdistill.data.corpora import L10N_FILES
-from textdistill.errors import UserError
-from textdistill.paths import data_dir
-from textdistill.seq2seq.parallel import (
+from textdistill.data.parallel import (
     load_l10n_pairs,
     read_lines,
     read_parallel_files,
     read_parallel_tsv,
 )
+from textdistill.errors import UserError
+from textdistill.paths import data_dir
 
 
 def _write(path, data: bytes):
@@ -57,7 +57,7 @@ def test_empty_line_error_and_skip(tmp_path, caplog):
     tgt = _write(tmp_path / "x.de", b"A\nB\nC\n\n")
     with pytest.raises(UserError, match=rf"^{src}:2 is empty; .*skip_empty=True"):
         read_parallel_files(src, tgt)
-    with caplog.at_level(logging.WARNING, logger="textdistill.seq2seq.parallel"):
+    with caplog.at_level(logging.WARNING, logger="textdistill.data.parallel"):
         pairs = read_parallel_files(src, tgt, skip_empty=True)
     assert pairs == [("a", "A"), ("c", "C")]
     assert pairs.skipped == [2, 4]

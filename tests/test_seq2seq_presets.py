@@ -18,7 +18,6 @@ from textdistill.seq2seq.presets import (
     copy_teacher_layers,
     count_parameters,
     freeze_positions,
-    label_smoothed_nll,
     save_seq2seq,
     seq2seq_config,
 )
@@ -139,48 +138,6 @@ def test_save_and_generate(tmp_path):
     x = torch.tensor([[5, 6, 7, 1]])
     kw = {"max_new_tokens": 5, "num_beams": 2, "do_sample": False}
     assert torch.equal(model.generate(x, **kw), again.generate(x, **kw))
-
-
-def _reference_smoothed(logits, labels, eps, ignore):
-    """Sum over tokens of -Σ_v q(v) log p(v), q = (1-ε) one-hot + ε/V, averaged."""
-    total, count = 0.0, 0
-    vocab = logits.shape[-1]
-    for row_logits, label in zip(logits.reshape(-1, vocab), labels.reshape(-1), strict=True):
-        if label.item() == ignore:
-            continue
-        logp = row_logits.double().log_softmax(-1)
-        q = torch.full((vocab,), eps / vocab, dtype=torch.double)
-        q[label] += 1 - eps
-        total += float(-(q * logp).sum())
-        count += 1
-    return total / count, total
-
-
-def test_label_smoothed_nll():
-    torch.manual_seed(0)
-    logits = torch.randn(3, 5, 11)
-    labels = torch.randint(0, 11, (3, 5))
-    labels[0, 3:] = -100
-    labels[2, 1] = -100
-    for eps in (0.0, 0.1, 0.3):
-        mean, total = _reference_smoothed(logits, labels, eps, -100)
-        assert label_smoothed_nll(logits, labels, eps).item() == pytest.approx(mean, rel=1e-5)
-        got_sum = label_smoothed_nll(logits, labels, eps, reduction="sum").item()
-        assert got_sum == pytest.approx(total, rel=1e-5)
-        torch_ce = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, 11), labels.reshape(-1), ignore_index=-100, label_smoothing=eps
-        )
-        assert label_smoothed_nll(logits, labels, eps).item() == pytest.approx(
-            torch_ce.item(), rel=1e-5
-        )
-    labels[labels == -100] = 7  # another ignore index
-    labels[1, 0] = 7
-    mean, _ = _reference_smoothed(logits, labels, 0.1, 7)
-    assert label_smoothed_nll(logits, labels, 0.1, ignore_index=7).item() == pytest.approx(
-        mean, rel=1e-5
-    )
-    with pytest.raises(UserError, match="epsilon"):
-        label_smoothed_nll(logits, labels, 1.0)
 
 
 def test_inverse_sqrt_schedule():

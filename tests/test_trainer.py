@@ -266,8 +266,8 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, tea
 
     args = [f"teacher={teacher}", "student.preset=micro-2", "data.max_length=32",
             "data.max_train_examples=160", "data.max_eval_examples=32", "data.batch_size=4",
-            "temperature=2",
-            "phases=[{name: kd, epochs: 1, optim: {lr: 0.001}, objectives: [{loss: kd}]}]"]
+            "phases=[{name: kd, epochs: 1, optim: {lr: 0.001},"
+            " objectives: [{loss: kd, temperature: 2}]}]"]
     cut = tmp_path / "cut"
     cut.mkdir()
     with open(cut.parent / "cut.err", "w") as err:

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from textdistill.clitools import user_errors
-from textdistill.config import (
-    DataConfig,
-    DistillConfig,
-    EvaluateConfig,
-    FinetuneConfig,
-    Recipe,
-    Seq2SeqConfig,
-    load_config,
-)
+from textdistill.config import Recipe, load_config
+from textdistill.errors import UserError
+from textdistill.stages import STAGES, StageKind
 
 app = typer.Typer(
     help="Knowledge distillation for NLP: fine-tune teachers, distill students, evaluate.",
@@ -34,90 +29,88 @@ err = Console(stderr=True)
 Overrides = Annotated[
     list[str] | None, typer.Argument(help="Dotted overrides such as data.batch_size=16.")
 ]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 Resume = Annotated[bool, typer.Option(help="Continue from the checkpoint in the output folder.")]
 
 
-def _report(summary: dict, out: Path, what: str) -> None:
-    """One closing line, from the main process only."""
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        best = summary["best_dev"]
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
-        err.print(f"{what} saved in {out / 'model'}; best dev: {shown or 'n/a'}", soft_wrap=True)
-
-
-@app.command()
-@user_errors
-def finetune(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    config: ConfigOpt = None,
-    overrides: Overrides = None,
-    resume: Resume = False,
-) -> None:
-    """Fine-tune an encoder (default: all-MiniLM-L6-v2) into a classifier: the teacher."""
-    from textdistill.distill import run_finetune
-
-    cfg = load_config(FinetuneConfig, config, overrides)
-    summary = run_finetune(cfg, out, resume=resume)
-    _report(summary, out, "teacher")
+def _options(model: type[BaseModel]) -> str:
+    """The config's top-level options with defaults and descriptions, for a command's help."""
+    lines = ["Options of the stage (KEY=VALUE, --key VALUE or --flag/--no-flag; nested keys "
+             "dotted, e.g. data.batch_size=16; values are YAML):", ""]
+    for name, info in model.model_fields.items():
+        if name in ("kind", "name"):
+            continue
+        default = "required" if info.is_required() else repr(info.get_default(
+            call_default_factory=True))
+        if len(default) > 40:
+            default = "..."
+        about = " ".join((info.description or "").split())
+        lines.append(escape(f"{name} [{default}] {about}".rstrip()))
+    return "\n\n".join(lines)
 
 
-@app.command()
-@user_errors
-def distill(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    config: ConfigOpt = None,
-    overrides: Overrides = None,
-    resume: Resume = False,
-) -> None:
-    """Train a student from a teacher (or on labels alone when no teacher is set)."""
-    from textdistill.distill import run_distill
-
-    cfg = load_config(DistillConfig, config, overrides)
-    summary = run_distill(cfg, out, resume=resume)
-    _report(summary, out, "student")
-
-
-def _display_name(model: str) -> str:
-    """``runs/x/student/model`` is shown as ``student``."""
-    path = Path(model)
-    return path.parent.name if path.name == "model" and path.parent.name else path.name or model
-
-
-@app.command()
-@user_errors
-def train(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    config: ConfigOpt = None,
-    overrides: Overrides = None,
-    resume: Resume = False,
-) -> None:
-    """Train a translation model: a teacher on gold data, or a student (Seq-KD, word-KD)."""
-    from textdistill.seq2seq.train import run_train
-
-    cfg = load_config(Seq2SeqConfig, config, overrides)
-    summary = run_train(cfg, out, resume=resume)
-    _report(summary, out, "model")
+def _words_to_overrides(model: type[BaseModel], words: list[str]) -> tuple[list[str], dict]:
+    """Command-line words as dotted overrides: ``key=value``, ``--key value``, ``--key=value``,
+    ``--flag``/``--no-flag``; bare words fill the model's positional list field."""
+    overrides: list[str] = []
+    bare: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word.startswith("--"):
+            key, eq, value = word[2:].partition("=")
+            key = key.replace("-", "_")
+            if not eq:
+                field = model.model_fields.get(key)
+                if key.startswith("no_") and field is None and key[3:] in model.model_fields:
+                    key, value = key[3:], "false"
+                elif (field is not None and field.annotation is bool) or i == len(words) or \
+                        words[i].startswith("--"):
+                    value = "true"
+                else:
+                    value = words[i]
+                    i += 1
+            overrides.append(f"{key}={value}")
+        elif "=" in word:
+            overrides.append(word)
+        else:
+            bare.append(word)
+    values: dict = {}
+    if bare:
+        if model.positional is None:
+            raise UserError(f"unexpected argument '{bare[0]}': options look like key=value or "
+                            "--key value")
+        values[model.positional] = bare
+    return overrides, values
 
 
-@app.command()
-@user_errors
-def evaluate(
-    models: Annotated[list[str], typer.Argument(help="Model folders; the first is the reference.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for metrics.json.")],
-    corpus: str = "rotten-tomatoes",
-    split: str = "test",
-) -> None:
-    """Accuracy, macro-F1, MCC, size, latency and throughput of models, as a table."""
-    from textdistill.config import validate
-    from textdistill.evaluate import format_table, run_evaluate
+def _stage_command(kind: str, stage: StageKind) -> None:
+    model = stage.config(kind)
 
-    cfg = validate(EvaluateConfig, {"models": models, "split": split,
-                                    "data": DataConfig(corpus=corpus).model_dump()})
-    table = run_evaluate(cfg, {_display_name(m): m for m in models}, out)
-    Console(width=None if sys.stdout.isatty() else 140).print(format_table(table))
+    @user_errors
+    def command(
+        ctx: typer.Context,
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+        config: Annotated[Path | None, typer.Option("--config", "-c",
+                                                    help="YAML config file.")] = None,
+        resume: Resume = False,
+    ) -> None:
+        overrides, values = _words_to_overrides(model, list(ctx.args))
+        cfg = load_config(model, config, overrides, values)
+        result = stage.run(cfg, out, resume)
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            stage.show(result, out)
+
+    command.__doc__ = stage.help
+    app.command(kind, help=stage.help, epilog=_options(model),
+                context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                )(command)
+
+
+for _kind, _stage in STAGES.items():
+    _stage_command(_kind, _stage)
 
 
 @app.command()
@@ -139,23 +132,13 @@ def run(
     run_recipe(cfg, run_dir or Path("runs") / cfg.name, resume=resume, only=stages)
 
 
-def _register_generate() -> None:
-    from textdistill.seq2seq.command import generate_command
+@app.command()
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A recipe's run folder.")]) -> None:
+    """Write (again) the HTML report of a recipe run: tables, curves, figures."""
+    from textdistill.report import write_report
 
-    app.command("generate", help="Decode a corpus with a teacher (beam, greedy, sampling, "
-                "k-best): the distilled corpus.")(generate_command)
-
-
-def _register_analyze() -> None:
-    from textdistill.analysis.command import analyze_command
-
-    app.command("analyze", help="Complexity, faithfulness, reordering and BLEU of a corpus.")(
-        analyze_command
-    )
-
-
-_register_analyze()
-_register_generate()
+    typer.echo(str(write_report(run_dir)))
 
 
 @data_app.command("list")
@@ -170,11 +153,20 @@ def data_list() -> None:
 
 @data_app.command("inspect")
 @user_errors
-def data_inspect(name: str) -> None:
-    """Split sizes and label counts of a corpus."""
+def data_inspect(
+    target: Annotated[str, typer.Argument(help="A corpus name (see 'data list') or a file or "
+                                                "dataset folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="auto, csv, tsv, jsonl, parquet or hf."
+                                     )] = "auto",
+    text: Annotated[str, typer.Option(help="Text column of a labelled file.")] = "text",
+    text_pair: Annotated[str | None, typer.Option(help="Second text column (pairs).")] = None,
+    label: Annotated[str, typer.Option(help="Label column of a labelled file.")] = "label",
+) -> None:
+    """Rows, labels and text lengths of a corpus or of your own file."""
     from textdistill.data.corpora import describe
 
-    typer.echo(json.dumps(describe(name), indent=2))
+    typer.echo(json.dumps(describe(target, fmt=fmt, text=text, text_pair=text_pair,
+                                   label=label), indent=2))
 
 
 @data_app.command(

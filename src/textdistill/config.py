@@ -6,7 +6,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -14,7 +14,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -24,18 +23,62 @@ from textdistill.errors import UserError
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    positional: ClassVar[str | None] = None
+    """The list field that bare command-line words fill (e.g. the models to evaluate)."""
+
+
+TableFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"]
+"""File formats of labelled data: ``auto`` goes by the extension (a folder is a Hugging Face
+``save_to_disk`` dataset)."""
+
+
+class Columns(Strict):
+    """Column (or JSON key) names of a classification file."""
+
+    text: str = "text"
+    text_pair: str | None = None
+    """The second text of a sentence-pair task (e.g. the hypothesis of NLI)."""
+    label: str = "label"
 
 
 class DataConfig(Strict):
-    """Which corpus to read and how to batch it."""
+    """Classification data, a shipped corpus or the user's own files, and how to batch it.
 
-    corpus: str = "rotten-tomatoes"
+    Either ``corpus`` (a shipped corpus by name, or one file or dataset folder holding every
+    row, split by a seeded stratified split) or ``train``/``dev``/``test`` files. With neither,
+    the corpus is ``rotten-tomatoes``."""
+
+    corpus: str | None = None
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    format: TableFormat = "auto"
+    columns: Columns = Field(default_factory=Columns)
+    labels: list[str] | None = None
+    """Label names in id order; by default the sorted labels of the training split (integer
+    labels in numeric order)."""
+    split_seed: int = 13
+    dev_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_length: int = Field(128, gt=1)
     batch_size: int = Field(32, gt=0)
     eval_batch_size: int = Field(64, gt=0)
     max_train_examples: int | None = Field(None, gt=0)
     max_eval_examples: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        files = [k for k in ("train", "dev", "test") if getattr(self, k) is not None]
+        if self.corpus is not None and files:
+            raise ValueError(f"give either 'corpus' or train/dev/test files, not both (got "
+                             f"corpus and {', '.join(files)})")
+        if files and (self.train is None or self.dev is None):
+            raise ValueError("own data files need at least 'train' and 'dev' (dev selects the "
+                             "best model); or give one file as 'corpus' to split it")
+        if not files and self.corpus is None:
+            self.corpus = "rotten-tomatoes"
+        return self
 
 
 class OptimConfig(Strict):
@@ -50,14 +93,122 @@ class OptimConfig(Strict):
     max_grad_norm: float | None = 1.0
 
 
-LossName = Literal["kd", "hard", "soft_ce", "embedding", "hidden", "attention"]
+class LayerMapConfig(Strict):
+    """How student layers map to teacher layers for the intermediate losses."""
+
+    strategy: Literal["uniform", "top", "bottom", "explicit"] = "uniform"
+    layers: list[int] | None = None
+    weights: list[float] | None = None
 
 
-class Objective(Strict):
-    """One term of a distillation objective: a loss and its weight."""
+Temperature = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""A distillation temperature τ: finite and > 0 (1 leaves the distributions as they are)."""
 
-    loss: LossName
-    weight: float = Field(1.0, ge=0)
+
+class LossSpec(Strict):
+    """One term of an objective: a registered loss (``losses.REGISTRY``), its weight and its own
+    parameters."""
+
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False)
+    needs_teacher: ClassVar[bool] = True
+
+
+class Hard(LossSpec):
+    """Cross-entropy with the gold labels (tokens, for seq2seq), optionally label-smoothed."""
+
+    loss: Literal["hard"]
+    smoothing: float = Field(0.0, ge=0, lt=1)
+    needs_teacher: ClassVar[bool] = False
+
+
+class SoftTarget(LossSpec):
+    """A divergence between teacher and student distributions at temperature τ, times τ², mixed
+    with the hard-label loss: α·τ²·D + (1 − α)·hard."""
+
+    temperature: Temperature = 1.0
+    alpha: float = Field(0.5, ge=0, le=1)
+
+
+class KD(SoftTarget):
+    """Hinton's KD: D = KL(teacher ‖ student)."""
+
+    loss: Literal["kd"]
+
+
+class ReverseKL(SoftTarget):
+    """D = KL(student ‖ teacher) (mode-seeking)."""
+
+    loss: Literal["reverse_kl"]
+
+
+class JSD(SoftTarget):
+    """Generalized Jensen–Shannon: β·KL(t ‖ m) + (1 − β)·KL(s ‖ m), m = β·t + (1 − β)·s;
+    β = 0 is forward KL, β = 1 reverse KL (the limits of JSD/β and JSD/(1 − β))."""
+
+    loss: Literal["jsd"]
+    beta: float = Field(0.5, ge=0, le=1)
+
+
+class SkewKL(SoftTarget):
+    """DistiLLM's skew KL: KL(t ‖ λ·t + (1 − λ)·s); ``reverse``: KL(s ‖ λ·s + (1 − λ)·t)."""
+
+    loss: Literal["skew_kl"]
+    skew: float = Field(0.1, ge=0, lt=1)
+    reverse: bool = False
+
+
+class TVD(SoftTarget):
+    """Total variation distance: ½·Σ|t − s|."""
+
+    loss: Literal["tvd"]
+
+
+class SoftCE(LossSpec):
+    """TinyBERT's prediction-layer loss: −Σ softmax(t/τ)·log_softmax(s/τ) (no τ²)."""
+
+    loss: Literal["soft_ce"]
+    temperature: Temperature = 1.0
+
+
+class Embedding(LossSpec):
+    """MSE of the embedding outputs, the student projected to the teacher's width."""
+
+    loss: Literal["embedding"]
+
+
+class Hidden(LossSpec):
+    """MSE of mapped hidden states through learned projections."""
+
+    loss: Literal["hidden"]
+    layer_map: LayerMapConfig = Field(default_factory=LayerMapConfig)
+    shared_projection: bool = False
+
+
+class Attention(LossSpec):
+    """MSE of mapped pre-softmax attention scores per head, padding excluded."""
+
+    loss: Literal["attention"]
+    layer_map: LayerMapConfig = Field(default_factory=LayerMapConfig)
+    average_heads: bool = False
+    """Average each side over its heads first (to compare different head counts)."""
+
+
+Objective = Annotated[
+    Hard | KD | ReverseKL | JSD | SkewKL | TVD | SoftCE | Embedding | Hidden | Attention,
+    Field(discriminator="loss"),
+]
+LOSS_SPECS: dict[str, type[LossSpec]] = {
+    get_args(cls.model_fields["loss"].annotation)[0]: cls
+    for cls in get_args(get_args(Objective)[0])
+}
+"""Loss name -> its parameter model."""
+
+
+def _needs_teacher(objectives: list[LossSpec], teacher: str | None) -> None:
+    names = sorted({o.loss for o in objectives if o.needs_teacher})
+    if names and teacher is None:
+        raise ValueError(f"losses {names} need a teacher: set 'teacher' to a model folder or an "
+                         "earlier stage's name")
 
 
 class Phase(Strict):
@@ -65,16 +216,9 @@ class Phase(Strict):
 
     name: str = "train"
     epochs: float = Field(3, gt=0)
-    objectives: list[Objective] = Field(default_factory=lambda: [Objective(loss="hard")])
+    objectives: list[Objective] = Field(default_factory=lambda: [Hard(loss="hard")],
+                                        min_length=1)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-
-
-class LayerMapConfig(Strict):
-    """How student layers map to teacher layers for the intermediate losses."""
-
-    strategy: Literal["uniform", "top", "bottom", "explicit"] = "uniform"
-    layers: list[int] | None = None
-    weights: list[float] | None = None
 
 
 class StudentConfig(Strict):
@@ -107,23 +251,13 @@ class DistillConfig(Strict):
     teacher: str | None = None
     student: StudentConfig = Field(default_factory=StudentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    phases: list[Phase] = Field(default_factory=lambda: [Phase()])
-    temperature: float = Field(1.0, gt=0)
-    alpha: float = Field(0.5, ge=0, le=1)
-    layer_map: LayerMapConfig = Field(default_factory=LayerMapConfig)
-    shared_projection: bool = False
-    average_heads: bool = False
+    phases: list[Phase] = Field(default_factory=lambda: [Phase()], min_length=1)
     seed: int = 42
     select_metric: str = "accuracy"
 
     @model_validator(mode="after")
     def _teacher_needed(self) -> DistillConfig:
-        teacher_losses = {o.loss for p in self.phases for o in p.objectives} - {"hard"}
-        if teacher_losses and self.teacher is None:
-            raise ValueError(
-                f"losses {sorted(teacher_losses)} need a teacher: set 'teacher' to a model folder "
-                "or an earlier stage's name"
-            )
+        _needs_teacher([o for p in self.phases for o in p.objectives], self.teacher)
         return self
 
 
@@ -137,16 +271,29 @@ class EvaluateConfig(Strict):
     split: Literal["dev", "test"] = "test"
     latency_examples: int = Field(100, gt=0)
     throughput_batches: int = Field(10, gt=0)
+    positional: ClassVar[str | None] = "models"
 
 
 class ParallelDataConfig(Strict):
-    """A translation corpus (l10n, English to one target language) and how to batch it."""
+    """Parallel text, the shipped l10n corpus or the user's own files, and how to batch it.
 
-    corpus: Literal["l10n"] = "l10n"
-    src_lang: Literal["en"] = "en"
+    Either ``corpus: l10n`` (English to de, fr, es) or ``train``/``dev``/``test``, each a TSV or
+    JSONL file whose columns are named by the language codes (see ``columns``), or a list of
+    line-aligned plain-text files: the source, then one file per target language. With
+    neither, the corpus is ``l10n``."""
+
+    corpus: str | None = None
+    src_lang: str = "en"
     tgt_lang: str = "de"
-    """``de``, ``fr``, ``es``, or a ``+`` set such as ``de+fr+es`` (a multi-target corpus:
-    each source paired with one of its translations, drawn uniformly and reproducibly)."""
+    """One language code, or a ``+`` set such as ``de+fr+es`` (several targets per source)."""
+    train: str | list[str] | None = None
+    dev: str | list[str] | None = None
+    test: str | list[str] | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Column names of TSV/JSONL files by language code, where they differ from the codes."""
+    multi_target: Literal["sample", "all"] = "sample"
+    """With several target languages: pair each source with one target drawn uniformly and
+    reproducibly (``sample``), or with every target (``all``: one pair per target)."""
     targets: str | None = None
     """Training targets from a file (one per training source) or a generate stage's name."""
     max_length: int = Field(128, gt=1)
@@ -154,22 +301,23 @@ class ParallelDataConfig(Strict):
     max_train_examples: int | None = Field(None, gt=0)
     max_eval_examples: int | None = Field(None, gt=0)
 
-    @field_validator("tgt_lang")
-    @classmethod
-    def _known_languages(cls, value: str) -> str:
-        from textdistill.seq2seq.parallel import l10n_target_langs
+    @model_validator(mode="after")
+    def _one_source(self) -> ParallelDataConfig:
+        files = [k for k in ("train", "dev", "test") if getattr(self, k) is not None]
+        if self.corpus is not None and files:
+            raise ValueError(f"give either 'corpus' or train/dev/test files, not both (got "
+                             f"corpus and {', '.join(files)})")
+        if not files and self.corpus is None:
+            self.corpus = "l10n"
+        langs = self.tgt_lang.split("+")
+        if len(set(langs)) != len(langs) or self.src_lang in langs or not all(langs):
+            raise ValueError(f"tgt_lang {self.tgt_lang!r} must be distinct language codes "
+                             f"joined by '+', none equal to src_lang {self.src_lang!r}")
+        return self
 
-        try:
-            return "+".join(l10n_target_langs(value))
-        except UserError as exc:
-            raise ValueError(str(exc)) from None
-
-
-class Seq2SeqObjective(Strict):
-    """A term of a translation objective."""
-
-    loss: Literal["nll", "word_kd"]
-    weight: float = Field(1.0, ge=0)
+    @property
+    def target_langs(self) -> list[str]:
+        return self.tgt_lang.split("+")
 
 
 class Seq2SeqInit(Strict):
@@ -195,47 +343,81 @@ class Seq2SeqConfig(Strict):
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(lr=5e-4, warmup_steps=1000, schedule="inverse_sqrt")
     )
-    objectives: list[Seq2SeqObjective] = Field(
-        default_factory=lambda: [Seq2SeqObjective(loss="nll")])
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [Hard(loss="hard", smoothing=0.1)], min_length=1)
+    """Token-level losses: ``hard`` (label-smoothed NLL), ``kd`` (word-level KD) or any other
+    divergence, computed over the non-padding target tokens."""
     teacher: str | None = None
     init_from_teacher: Seq2SeqInit | None = None
     """Start from the teacher's embeddings and these layers instead of random weights."""
-    temperature: float = Field(1.0, gt=0)
-    alpha: float = Field(0.5, ge=0, le=1)
     seed: int = 42
 
     @model_validator(mode="after")
     def _teacher_needed(self) -> Seq2SeqConfig:
-        for needs, what in ((any(o.loss == "word_kd" for o in self.objectives), "word_kd"),
-                            (self.init_from_teacher is not None, "init_from_teacher")):
-            if needs and self.teacher is None:
-                raise ValueError(f"{what} needs a teacher: set 'teacher' to a model folder or an "
-                                 "earlier stage's name")
+        _needs_teacher(self.objectives, self.teacher)
+        if self.init_from_teacher is not None and self.teacher is None:
+            raise ValueError("init_from_teacher needs a teacher: set 'teacher' to a model folder "
+                             "or an earlier stage's name")
         return self
 
 
-class GenerateConfig(Strict):
-    """Decode a split of a corpus with a teacher: the distilled corpus (and k-best lists)."""
+class DecodeConfig(Strict):
+    """How to decode: the search method and its parameters."""
+
+    method: Literal["beam", "greedy", "sample", "topk", "topp"] = "beam"
+    beam: int = Field(5, ge=1)
+    num_return: int = Field(1, ge=1)
+    """Hypotheses per source: a k-best list (beam) or several samples."""
+    sampling_temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
+    """Softmax temperature of sampling (methods sample, topk, topp); not a distillation τ."""
+    top_k: int = Field(10, ge=1)
+    top_p: float = Field(0.9, gt=0, le=1)
+    length_penalty: float = 1.0
+    """Beam score: log-probability / length ** length_penalty."""
+    max_len_a: float = Field(1.5, ge=0)
+    max_len_b: int = 10
+    """Each output has at most ⌊max_len_a · source tokens + max_len_b⌋ tokens ..."""
+    max_length: int = Field(256, ge=1)
+    """... and at most max_length (``</s>`` included)."""
+    seed: int = 0
+    """Sampling seed (per shard, so results do not depend on processes or interruptions)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DecodeConfig:
+        if self.method == "beam" and self.num_return > self.beam:
+            raise ValueError(f"num_return {self.num_return} is larger than the beam "
+                             f"{self.beam}; beam search returns at most beam hypotheses")
+        if self.method == "greedy" and self.num_return != 1:
+            raise ValueError("greedy search returns one hypothesis: use num_return 1, or beam")
+        return self
+
+
+class GenerateConfig(DecodeConfig):
+    """Decode a corpus with a teacher: the distilled corpus (``kbest.jsonl``, ``targets.txt``).
+
+    The sources are ``src`` (a text file, one sentence per line) or a split of ``data``."""
 
     kind: Literal["generate"] = "generate"
     name: str = "distilled"
     model: str
+    src: str | None = None
     data: ParallelDataConfig = Field(default_factory=ParallelDataConfig)
     split: Literal["train", "dev", "test"] = "train"
-    method: Literal["beam", "greedy", "sample", "topk", "topp"] = "beam"
-    beam: int = Field(5, gt=0)
-    num_return: int = Field(1, gt=0)
-    temperature: float = Field(1.0, gt=0)
-    top_k: int = Field(10, gt=0)
-    top_p: float = Field(0.9, gt=0, le=1)
     select: Literal["top", "sentence_bleu"] = "top"
     """Which hypothesis becomes the target: the best-scoring, or (Seq-Inter) the one with the
-    highest sentence BLEU against the reference."""
+    highest sentence BLEU against the reference (needs ``data``, not ``src``)."""
     kbest_from: str | None = None
     """Select from the k-best lists of an earlier generate stage (or a ``kbest.jsonl``) of the
     same split instead of decoding again."""
-    seed: int = 0
+    shard_size: int = Field(1000, ge=1)
+    """Sentences per resumable shard."""
+
+    @model_validator(mode="after")
+    def _sources(self) -> GenerateConfig:
+        if self.src is not None and (self.select != "top" or self.kbest_from is not None):
+            raise ValueError("select: sentence_bleu and kbest_from need references: decode a "
+                             "split of 'data' instead of 'src'")
+        return self
 
 
 class TranslationEvalConfig(Strict):
@@ -247,6 +429,51 @@ class TranslationEvalConfig(Strict):
     data: ParallelDataConfig = Field(default_factory=ParallelDataConfig)
     split: Literal["dev", "test"] = "test"
     beams: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+    positional: ClassVar[str | None] = "models"
+
+
+class AlignerConfig(Strict):
+    """The word aligner (fast_align's model; defaults are its recommended ``-d -o -v``)."""
+
+    iterations: int = Field(5, ge=0)
+    """EM iterations."""
+    diagonal: bool = True
+    """Favour the diagonal (``-d``)."""
+    optimize_tension: bool = True
+    """Tune the diagonal tension λ (``-o``)."""
+    variational_bayes: bool = True
+    """A Dirichlet prior on the lexical table (``-v``)."""
+    alpha: float = Field(0.01, gt=0)
+    """Dirichlet alpha (``-a``)."""
+    p0: float = Field(0.08, ge=0, lt=1)
+    """Null alignment probability."""
+    tension: float = Field(4.0, gt=0)
+    """Initial tension (``-T``)."""
+    symmetrization: Literal["intersection", "union", "grow-diag", "grow-diag-final",
+                            "grow-diag-final-and"] = "grow-diag-final-and"
+
+
+class AnalyzeConfig(AlignerConfig):
+    """Complexity, faithfulness, reordering, BLEU/chrF and language modes of parallel corpora
+    (Zhou, Gu & Neubig 2020): ``tgt`` files (e.g. distilled corpora) of the source ``src``."""
+
+    kind: Literal["analyze"] = "analyze"
+    name: str = "analysis"
+    src: str
+    tgt: list[str] = Field(min_length=1)
+    """Target sides aligned with ``src`` (files, or generate stages' names)."""
+    real: str | None = None
+    """The human target side of ``src`` (for faithfulness, BLEU and chrF)."""
+    tokenize: Literal["words", "subwords"] = "words"
+    tokenizer: str | None = None
+    """A Hugging Face tokenizer folder, for ``tokenize: subwords``."""
+    epsilon: float = Field(1e-6, gt=0)
+    """Smoothing of p_d(y|x) in F(d)."""
+    lang_refs: dict[str, str] = Field(default_factory=dict)
+    """Real target side per language code, for the language-mode report."""
+    alignments: bool = False
+    """Also write Pharaoh alignments and lexical tables under ``alignments/``."""
+    positional: ClassVar[str | None] = "tgt"
 
 
 Stage = Annotated[
@@ -255,9 +482,14 @@ Stage = Annotated[
     | EvaluateConfig
     | Seq2SeqConfig
     | GenerateConfig
-    | TranslationEvalConfig,
+    | TranslationEvalConfig
+    | AnalyzeConfig,
     Field(discriminator="kind"),
 ]
+STAGE_CONFIGS: dict[str, type[BaseModel]] = {
+    get_args(cls.model_fields["kind"].annotation)[0]: cls for cls in get_args(get_args(Stage)[0])
+}
+"""Stage kind -> its config model (``stages.STAGES`` adds the function that runs it)."""
 
 
 class Recipe(Strict):
@@ -354,14 +586,20 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _is_tag(loc: tuple[Any, ...], i: int) -> bool:
+    """Whether ``loc[i]`` is a union tag (a stage kind or a loss name) pydantic put in the path:
+    tags follow a list index."""
+    return i > 0 and isinstance(loc[i - 1], int) and loc[i] in _TAGS
+
+
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The valid key names of the config model at ``loc`` (for 'did you mean' hints)."""
     current: type[BaseModel] | None = model
-    for part in loc[:-1]:
+    for i, part in enumerate(loc[:-1]):
         if isinstance(part, int) or current is None:
             continue
-        if part in _STAGES:
-            current = _STAGES[part]
+        if _is_tag(loc, i):
+            current = _TAGS[part]
             continue
         field = current.model_fields.get(part)
         current = _model_in(field.annotation) if field is not None else None
@@ -376,7 +614,7 @@ def validate(model: type[BaseModel], data: dict[str, Any], source: str = "config
         errors = exc.errors()
         err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc if p not in _STAGES)
+        key = ".".join(str(p) for i, p in enumerate(loc) if not _is_tag(loc, i))
         if err["type"] == "extra_forbidden":
             valid = _fields_at(model, loc)
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
@@ -384,6 +622,12 @@ def validate(model: type[BaseModel], data: dict[str, Any], source: str = "config
                 f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(valid)})"
             )
             raise UserError(f"{source}: unknown key '{key}'{hint}") from None
+        if err["type"] == "union_tag_invalid":  # an unknown stage kind or loss name
+            ctx = err["ctx"]
+            field = ctx["discriminator"].strip("'")
+            key = f"{key}.{field}" if key else field
+            raise UserError(f"{source}: '{key}': unknown {field} {ctx['tag']!r}; use one of "
+                            f"{ctx['expected_tags']}") from None
         where = f"'{key}': " if key else ""
         value = err.get("input")
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
@@ -391,21 +635,16 @@ def validate(model: type[BaseModel], data: dict[str, Any], source: str = "config
         raise UserError(f"{source}: {where}{msg}{shown}") from None
 
 
-_STAGES: dict[str, type[BaseModel]] = {
-    "finetune": FinetuneConfig,
-    "distill": DistillConfig,
-    "evaluate": EvaluateConfig,
-    "train": Seq2SeqConfig,
-    "generate": GenerateConfig,
-    "evaluate-mt": TranslationEvalConfig,
-}
+_TAGS: dict[str, type[BaseModel]] = {**STAGE_CONFIGS, **LOSS_SPECS}
 
 
 def load_config(
-    model: type[BaseModel], path: str | Path | None, overrides: list[str] | None = None
+    model: type[BaseModel], path: str | Path | None, overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
 ) -> Any:
-    """Load a YAML config (or start empty), apply dotted overrides and validate."""
+    """Load a YAML config (or start empty), set ``values``, apply dotted overrides, validate."""
     data = read_yaml(path) if path is not None else {}
+    data.update(values or {})
     data = apply_overrides(data, overrides or [])
     return validate(model, data, source=str(path) if path is not None else "config")
 

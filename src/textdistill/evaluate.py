@@ -10,10 +10,10 @@ import torch
 from rich.table import Table
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from textdistill.config import EvaluateConfig
-from textdistill.data.batching import PadCollator, TokenizedDataset, make_loader
+from textdistill.config import DecodeConfig, EvaluateConfig, TranslationEvalConfig, save_config
+from textdistill.data.batching import TokenizedDataset
 from textdistill.data.corpora import load_classification, subsample
-from textdistill.models.classifier import count_parameters, load_classifier
+from textdistill.models.classifier import count_parameters, load_classifier, resolve_model_path
 from textdistill.paths import atomic_write_json
 
 
@@ -32,7 +32,7 @@ def predict_labels(model: torch.nn.Module, dataset: TokenizedDataset, batch_size
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    loader = make_loader(dataset, batch_size, shuffle=False)
+    loader = dataset.loader(batch_size, shuffle=False)
     preds = [0] * len(dataset)
     for idx, batch in zip(loader.batch_sampler, loader, strict=True):
         logits = model(input_ids=batch["input_ids"].to(device),
@@ -48,7 +48,7 @@ def measure_speed(model: torch.nn.Module, dataset: TokenizedDataset, latency_exa
                   throughput_batches: int, batch_size: int = 32) -> dict[str, float]:
     """Median batch-1 latency (ms) and batch-32 throughput (examples/s) on the current device."""
     model.eval()
-    collate = PadCollator(dataset.pad_id)
+    collate = dataset.collate
     n = min(latency_examples, len(dataset))
     for i in range(min(5, n)):  # warm-up
         model(**_inputs(collate([dataset[i]])))
@@ -77,7 +77,7 @@ def _inputs(batch: dict) -> dict:
 
 def evaluate_model(path: str, cfg: EvaluateConfig) -> dict:
     """Test-set metrics, size and speed of one classifier folder."""
-    corpus = load_classification(cfg.data.corpus)
+    corpus = load_classification(cfg.data)
     model, tokenizer = load_classifier(path, corpus.labels)
     rows = subsample(corpus.split(cfg.split), cfg.data.max_eval_examples, seed=0)
     data = TokenizedDataset(rows, tokenizer, cfg.data.max_length)
@@ -87,21 +87,47 @@ def evaluate_model(path: str, cfg: EvaluateConfig) -> dict:
             **measure_speed(model, data, cfg.latency_examples, cfg.throughput_batches)}
 
 
-def run_evaluate(cfg: EvaluateConfig, models: dict[str, str], out_dir: str | Path) -> dict:
-    """Evaluate named models; the first is the reference for retention and speed-up ratios."""
-    results = {name: evaluate_model(path, cfg) for name, path in models.items()}
+def display_names(models: list[str]) -> dict[str, str]:
+    """How models are named in tables: ``runs/x/student/model`` is ``student`` (the whole path
+    where two would share a name)."""
+    def short(model: str) -> str:
+        path = Path(model)
+        return path.parent.name if path.name == "model" and path.parent.name else path.name
+    names = [short(m) or m for m in models]
+    if len(set(names)) < len(names):
+        names = list(models)
+    return dict(zip(names, models, strict=True))
+
+
+def run_evaluate(cfg: EvaluateConfig, out_dir: str | Path, resume: bool = False) -> dict:
+    """Evaluate models; the first is the reference for retention and speed-up ratios."""
+    for path in cfg.models:  # every model is there before any is measured
+        resolve_model_path(path)
+    save_config(cfg, Path(out_dir) / "config.yaml")
+    results = {name: evaluate_model(path, cfg)
+               for name, path in display_names(cfg.models).items()}
     ref = results[next(iter(results))]
     for r in results.values():
         r["retention"] = r["accuracy"] / ref["accuracy"] if ref["accuracy"] else float("nan")
         r["size_ratio"] = ref["params"] / r["params"]
         r["speedup_b1"] = ref["latency_ms_b1"] / r["latency_ms_b1"]
-    table = {"split": cfg.split, "corpus": cfg.data.corpus, "models": results}
+    table = {"split": cfg.split, "corpus": cfg.data.corpus or cfg.data.test, "models": results}
     atomic_write_json(Path(out_dir) / "metrics.json", table)
     return table
 
 
 def format_table(table: dict) -> Table:
-    """The teacher-vs-students table for the terminal."""
+    """The teacher-vs-students table for the terminal (classification or translation)."""
+    if "pair" in table:
+        out = Table(title=f"{table['pair']} {table['split']}")
+        keys = list(next(iter(table["models"].values())))
+        out.add_column("model")
+        for key in keys:
+            out.add_column(key, justify="right")
+        for name, r in table["models"].items():
+            out.add_row(name, *[f"{r[k]:,}" if isinstance(r[k], int) else f"{r[k]:.2f}"
+                                for k in keys])
+        return out
     out = Table(title=f"{table['corpus']} {table['split']}")
     cols = [("accuracy", "acc", ".4f"), ("macro_f1", "macro-F1", ".4f"), ("mcc", "MCC", ".4f"),
             ("retention", "retention", ".3f"), ("params", "params", ","),
@@ -113,3 +139,40 @@ def format_table(table: dict) -> Table:
     for name, r in table["models"].items():
         out.add_row(name, *[format(r[key], fmt) for key, _, fmt in cols])
     return out
+
+
+def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: bool = False
+                    ) -> dict:
+    """BLEU and chrF with each beam size, parameters and sentences per second, per model."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from textdistill.data.parallel import load_pairs
+    from textdistill.seq2seq.generate import corpus_bleu_chrf, translate
+    from textdistill.seq2seq.presets import count_parameters
+    from textdistill.seq2seq.vocab import check_languages, load_tokenizer
+
+    save_config(cfg, Path(out_dir) / "config.yaml")
+    models = display_names(cfg.models)
+
+    pairs = load_pairs(cfg.data.model_copy(update={"targets": None}), cfg.split)
+    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+    results = {}
+    for name, path in models.items():
+        check_languages(path, cfg.data.src_lang, cfg.data.tgt_lang)
+        model = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
+        tokenizer = load_tokenizer(path)
+        row: dict[str, float] = {"params": count_parameters(model)}
+        for beam in cfg.beams:
+            decode = DecodeConfig(method="greedy" if beam == 1 else "beam", beam=beam,
+                                  max_length=cfg.data.max_length)
+            start = time.perf_counter()
+            hyps = translate(model, tokenizer, sources, decode, cfg.data.batch_tokens)
+            seconds = time.perf_counter() - start
+            scores = corpus_bleu_chrf(hyps, references)
+            row.update({f"bleu_b{beam}": scores["bleu"], f"chrf_b{beam}": scores["chrf"],
+                        f"sent_per_s_b{beam}": len(sources) / seconds})
+        results[name] = row
+    table = {"split": cfg.split, "pair": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}",
+             "models": results}
+    atomic_write_json(Path(out_dir) / "metrics.json", table)
+    return table

@@ -8,26 +8,35 @@ returned, so ``loss.backward()`` keeps working.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textdistill.errors import UserError
+from textdistill.mapping import layer_map, layer_weights
 
 __all__ = [
+    "REGISTRY",
     "Projection",
+    "TaskOutputs",
     "attention_mse",
+    "divergence",
     "hard_label_loss",
     "hidden_mse",
-    "kd_loss",
     "soft_cross_entropy",
-    "soft_target_kd",
+    "soft_target_loss",
 ]
 
 
 def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise UserError(f"temperature must be > 0, got {temperature!r}; 1.0 disables softening")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise UserError(f"temperature must be finite and > 0, got {temperature!r}; 1.0 disables "
+                        "softening")
 
 
 def _check_same_shape(student: Tensor, teacher: Tensor, what: str, hint: str) -> None:
@@ -65,7 +74,7 @@ def _tempered_log_probs(
     student_logits: Tensor, teacher_logits: Tensor, temperature: float, mask: Tensor | None,
     what: str,
 ) -> tuple[Tensor, Tensor]:
-    """Checked, masked log-softmax(logits / tau) of student and teacher, as (rows, C)."""
+    """Checked, masked log-softmax(logits / tau) of student and teacher, as (rows, C), fp32."""
     _check_temperature(temperature)
     _check_same_shape(student_logits, teacher_logits, "logits",
                       "student and teacher must share the label set / vocabulary")
@@ -74,22 +83,66 @@ def _tempered_log_probs(
             F.log_softmax(t.float() / temperature, dim=-1))
 
 
-def soft_target_kd(
+# -- divergences between the teacher's and the student's distributions, one row each ---------
+
+def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(p ‖ q) per row; terms with p = 0 count 0."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+
+
+def _log_mix(log_a: Tensor, log_b: Tensor, weight_a: float) -> Tensor:
+    """log(w·a + (1 − w)·b) from log a and log b, computed stably."""
+    return torch.logsumexp(torch.stack([log_a + math.log(weight_a),
+                                        log_b + math.log1p(-weight_a)]), dim=0)
+
+
+def _jsd(log_s: Tensor, log_t: Tensor, beta: float) -> Tensor:
+    if beta == 0.0:
+        return _kl(log_t, log_s)
+    if beta == 1.0:
+        return _kl(log_s, log_t)
+    log_m = _log_mix(log_t, log_s, beta)
+    return beta * _kl(log_t, log_m) + (1.0 - beta) * _kl(log_s, log_m)
+
+
+def _skew_kl(log_s: Tensor, log_t: Tensor, skew: float, reverse: bool) -> Tensor:
+    if skew == 0.0:
+        return _kl(log_s, log_t) if reverse else _kl(log_t, log_s)
+    if reverse:
+        return _kl(log_s, _log_mix(log_s, log_t, skew))
+    return _kl(log_t, _log_mix(log_t, log_s, skew))
+
+
+DIVERGENCES: dict[str, Callable[..., Tensor]] = {
+    "kd": lambda log_s, log_t: _kl(log_t, log_s),
+    "reverse_kl": lambda log_s, log_t: _kl(log_s, log_t),
+    "jsd": _jsd,
+    "skew_kl": _skew_kl,
+    "tvd": lambda log_s, log_t: 0.5 * (log_t.exp() - log_s.exp()).abs().sum(-1),
+}
+"""Per-row divergence D(teacher, student) from log-probabilities (rows, C); extra keyword
+parameters (``beta``, ``skew``, ``reverse``) come from the loss's config."""
+
+
+def divergence(
     student_logits: Tensor,
     teacher_logits: Tensor,
+    kind: str = "kd",
     temperature: float = 1.0,
     mask: Tensor | None = None,
+    **params: Any,
 ) -> Tensor:
-    """Hinton KD: tau^2 * KL(softmax(t/tau) || softmax(s/tau)), mean over kept rows.
+    """τ² · mean over kept rows of D(softmax(t/τ), softmax(s/τ)), D one of :data:`DIVERGENCES`.
 
-    Logits are (..., C); ``mask`` is (...).
+    Logits are (..., C); ``mask`` is (...). Computed in fp32.
     """
-    log_p_s, log_p_t = _tempered_log_probs(student_logits, teacher_logits, temperature, mask,
-                                           "soft-target")
-    if log_p_s.shape[0] == 0:
+    if kind not in DIVERGENCES:
+        raise UserError(f"unknown divergence {kind!r}; use one of {', '.join(DIVERGENCES)}")
+    log_s, log_t = _tempered_log_probs(student_logits, teacher_logits, temperature, mask, kind)
+    if log_s.shape[0] == 0:
         return _empty_zero(student_logits)
-    kl = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(-1)
-    return kl.mean() * (temperature**2)
+    return DIVERGENCES[kind](log_s, log_t, **params).mean() * temperature**2
 
 
 def soft_cross_entropy(
@@ -109,35 +162,49 @@ def soft_cross_entropy(
     return -(log_p_t.exp() * log_p_s).sum(-1).mean()
 
 
-def hard_label_loss(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
-    """Cross-entropy over positions whose label is not ``ignore_index``; logits (..., C)."""
+def hard_label_loss(
+    logits: Tensor, labels: Tensor, smoothing: float = 0.0, ignore_index: int = -100
+) -> Tensor:
+    """Cross-entropy against ``(1 − ε)·one-hot + ε·uniform`` (ε = ``smoothing``), mean over the
+    positions whose label is not ``ignore_index``; logits (..., C), labels (...)."""
     if labels.shape != logits.shape[:-1]:
         raise UserError(
             f"labels have shape {tuple(labels.shape)} but the logits have leading shape "
             f"{tuple(logits.shape[:-1])}; give one label per prediction"
         )
-    flat_logits = logits.reshape(-1, logits.shape[-1]).float()
+    if not 0.0 <= smoothing < 1.0:
+        raise UserError(f"label smoothing must be in [0, 1), got {smoothing!r}")
+    classes = logits.shape[-1]
     flat_labels = labels.reshape(-1).long()
-    count = (flat_labels != ignore_index).sum()
-    if int(count) == 0:
+    keep = flat_labels != ignore_index
+    if int(keep.sum()) == 0:
         return _empty_zero(logits)
-    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index, reduction="sum")
-    return total / count
+    kept = flat_labels[keep]
+    bad = (kept < 0) | (kept >= classes)
+    if bool(bad.any()):
+        raise UserError(f"label id {int(kept[bad][0])} is out of range for {classes} classes; "
+                        "labels must be 0..C-1 (or -100 to ignore a position)")
+    log_p = F.log_softmax(logits.reshape(-1, classes)[keep].float(), dim=-1)
+    nll = -log_p.gather(-1, kept.unsqueeze(-1)).squeeze(-1)
+    if smoothing:
+        nll = (1.0 - smoothing) * nll - smoothing * log_p.mean(-1)
+    return nll.mean()
 
 
-def kd_loss(
+def soft_target_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
     labels: Tensor | None,
     temperature: float,
     alpha: float,
+    kind: str = "kd",
     mask: Tensor | None = None,
+    **params: Any,
 ) -> Tensor:
-    """``alpha * soft_target_kd + (1 - alpha) * hard_label_loss``.
+    """``alpha · divergence(kind) + (1 − alpha) · hard_label_loss`` (Hinton's KD for ``kd``).
 
     Positions with label -100 and, if given, positions where ``mask`` is false are ignored by
-    both terms. ``labels`` may be None only when ``alpha == 1`` (pure soft targets, every
-    position allowed by ``mask`` is used).
+    both terms. ``labels`` may be None only when ``alpha == 1`` (soft targets only).
     """
     if not 0.0 <= alpha <= 1.0:
         raise UserError(f"alpha must be in [0, 1], got {alpha!r}; 1 = soft targets only")
@@ -147,7 +214,7 @@ def kd_loss(
             raise UserError(
                 f"alpha is {alpha} but no labels were given; set alpha to 1 or provide labels"
             )
-        return soft_target_kd(student_logits, teacher_logits, temperature, mask)
+        return divergence(student_logits, teacher_logits, kind, temperature, mask, **params)
     keep = labels != ignore
     if mask is not None:
         if mask.shape != labels.shape:
@@ -158,10 +225,11 @@ def kd_loss(
         keep = keep & mask.to(torch.bool)
     total = _empty_zero(student_logits)
     if alpha > 0.0:
-        total = total + alpha * soft_target_kd(student_logits, teacher_logits, temperature, keep)
+        total = total + alpha * divergence(student_logits, teacher_logits, kind, temperature,
+                                           keep, **params)
     if alpha < 1.0:
-        hard_labels = labels.masked_fill(~keep, ignore)
-        total = total + (1.0 - alpha) * hard_label_loss(student_logits, hard_labels, ignore)
+        total = total + (1.0 - alpha) * hard_label_loss(
+            student_logits, labels.masked_fill(~keep, ignore), ignore_index=ignore)
     return total
 
 
@@ -267,3 +335,123 @@ class Projection(nn.Module):
                 "check the student model's hidden_size"
             )
         return self.maps[0 if self.shared else layer](x)
+
+
+# -- the registry: every loss once, with what it reads and what it learns ---------------------
+
+@dataclass
+class TaskOutputs:
+    """What a task adapter gives the losses for one model on one batch."""
+
+    logits: Tensor
+    """(..., C): class logits, or token logits (B, T, V) for seq2seq."""
+    mask: Tensor | None = None
+    """(...): the rows of ``logits`` that count (the target-token mask); None: all."""
+    hidden_states: tuple[Tensor, ...] | None = None
+    """(B, L, D) per layer, the embedding output first."""
+    attention_scores: list[Tensor] | None = None
+    """(B, H, L, L) pre-softmax self-attention scores per layer."""
+    attention_mask: Tensor | None = None
+    """(B, L): the real (non-padding) positions of ``hidden_states`` and the scores."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes that layer maps and projections need."""
+
+    layers: int
+    hidden: int
+    heads: int
+
+
+class LayerMatch(nn.Module):
+    """A layer map g(m) with per-layer weights and, for state losses, learned projections."""
+
+    def __init__(self, mapping: list[int], weights: list[float],
+                 projection: Projection | None = None) -> None:
+        super().__init__()
+        self.mapping, self.weights, self.projection = mapping, weights, projection
+
+
+def _build_embedding(spec, student: ModelShape, teacher: ModelShape) -> LayerMatch:
+    return LayerMatch([0], [1.0], Projection(student.hidden, teacher.hidden, 1, shared=True))
+
+
+def _layer_match(spec, student: ModelShape, teacher: ModelShape) -> tuple[list[int], list[float]]:
+    lm = spec.layer_map
+    return (layer_map(lm.strategy, student.layers, teacher.layers, lm.layers),
+            layer_weights(lm.weights, student.layers))
+
+
+def _build_hidden(spec, student: ModelShape, teacher: ModelShape) -> LayerMatch:
+    mapping, weights = _layer_match(spec, student, teacher)
+    return LayerMatch(mapping, weights, Projection(student.hidden, teacher.hidden, len(mapping),
+                                                   shared=spec.shared_projection))
+
+
+def _build_attention(spec, student: ModelShape, teacher: ModelShape) -> LayerMatch:
+    if student.heads != teacher.heads and not spec.average_heads:
+        raise UserError(
+            f"the attention loss compares heads one to one, but the student has {student.heads} "
+            f"heads and the teacher {teacher.heads}: set average_heads: true on the attention "
+            "loss or drop it"
+        )
+    return LayerMatch(*_layer_match(spec, student, teacher))
+
+
+_SOFT_COMMON = {"loss", "weight", "temperature", "alpha"}
+
+
+def _soft_term(spec, s: TaskOutputs, t: TaskOutputs, labels, _) -> Tensor:
+    params = spec.model_dump(exclude=_SOFT_COMMON)
+    return soft_target_loss(s.logits, t.logits, labels, spec.temperature, spec.alpha, spec.loss,
+                            s.mask, **params)
+
+
+def _embedding_term(spec, s: TaskOutputs, t: TaskOutputs, labels, match: LayerMatch) -> Tensor:
+    projected = match.projection(s.hidden_states[0], 0)
+    return hidden_mse(projected, t.hidden_states[0], s.attention_mask)
+
+
+def _hidden_term(spec, s: TaskOutputs, t: TaskOutputs, labels, match: LayerMatch) -> Tensor:
+    return sum(
+        w * hidden_mse(match.projection(s.hidden_states[m], m - 1), t.hidden_states[g],
+                       s.attention_mask)
+        for m, (g, w) in enumerate(zip(match.mapping, match.weights, strict=True), start=1)
+    )
+
+
+def _attention_term(spec, s: TaskOutputs, t: TaskOutputs, labels, match: LayerMatch) -> Tensor:
+    return sum(
+        w * attention_mse(s.attention_scores[m - 1], t.attention_scores[g - 1], s.attention_mask,
+                          average_heads=spec.average_heads)
+        for m, (g, w) in enumerate(zip(match.mapping, match.weights, strict=True), start=1)
+    )
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """A registered loss: ``compute(spec, student, teacher, labels, match)``, the
+    :class:`TaskOutputs` fields it ``reads``, and ``build(spec, student_shape, teacher_shape)``
+    for its layer map and learned parameters (kept in the training state, not in the saved
+    student). Its parameters are its config model (``config.LOSS_SPECS``)."""
+
+    compute: Callable[..., Tensor]
+    reads: frozenset[str]
+    build: Callable[..., LayerMatch] | None = None
+
+
+REGISTRY: dict[str, LossTerm] = {
+    "hard": LossTerm(lambda spec, s, t, labels, _: hard_label_loss(s.logits, labels,
+                                                                   spec.smoothing),
+                     frozenset({"logits"})),
+    **{kind: LossTerm(_soft_term, frozenset({"logits"})) for kind in DIVERGENCES},
+    "soft_ce": LossTerm(lambda spec, s, t, labels, _: soft_cross_entropy(
+        s.logits, t.logits, spec.temperature, s.mask), frozenset({"logits"})),
+    "embedding": LossTerm(_embedding_term, frozenset({"hidden_states"}),
+                          build=_build_embedding),
+    "hidden": LossTerm(_hidden_term, frozenset({"hidden_states"}), build=_build_hidden),
+    "attention": LossTerm(_attention_term, frozenset({"attention_scores"}),
+                          build=_build_attention),
+}
+"""Every loss by name (the names of ``config.LOSS_SPECS``)."""

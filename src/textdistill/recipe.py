@@ -9,85 +9,34 @@ from pathlib import Path
 
 from rich.console import Console
 
-from textdistill.config import (
-    DistillConfig,
-    EvaluateConfig,
-    FinetuneConfig,
-    GenerateConfig,
-    Recipe,
-    Seq2SeqConfig,
-    TranslationEvalConfig,
-    config_hash,
-    save_config,
-)
-from textdistill.distill import run_distill, run_finetune
+from textdistill.config import Recipe, config_hash, save_config
 from textdistill.errors import UserError
-from textdistill.evaluate import format_table, run_evaluate
 from textdistill.paths import atomic_write_json
+from textdistill.report import write_report
+from textdistill.stages import STAGES, show_evaluation
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
-def _resolve(name: str, run_dir: Path, earlier: list[str]) -> str:
-    """An earlier stage's name stands for that stage's model folder."""
-    return str(run_dir / name / "model") if name in earlier else name
-
-
 def _resolved(stage, run_dir: Path, earlier: list[str]):
-    if isinstance(stage, FinetuneConfig):
-        return stage.model_copy(update={"model": _resolve(stage.model, run_dir, earlier)})
-    if isinstance(stage, DistillConfig):
-        student = stage.student.model_copy(
-            update={"vocab_from": _resolve(stage.student.vocab_from, run_dir, earlier)})
-        teacher = _resolve(stage.teacher, run_dir, earlier) if stage.teacher else None
-        return stage.model_copy(update={"teacher": teacher, "student": student})
-    if isinstance(stage, Seq2SeqConfig):
-        targets = stage.data.targets
-        if targets in earlier:
-            targets = str(run_dir / targets / "targets.txt")
-        teacher = _resolve(stage.teacher, run_dir, earlier) if stage.teacher else None
-        tokenizer = _resolve(stage.tokenizer, run_dir, earlier) if stage.tokenizer else None
-        return stage.model_copy(update={
-            "teacher": teacher, "tokenizer": tokenizer,
-            "data": stage.data.model_copy(update={"targets": targets})})
-    if isinstance(stage, GenerateConfig):
-        kbest = stage.kbest_from
-        if kbest in earlier:
-            kbest = str(run_dir / kbest / "kbest.jsonl")
-        return stage.model_copy(update={"model": _resolve(stage.model, run_dir, earlier),
-                                        "kbest_from": kbest})
-    unknown = [m for m in stage.models if m not in earlier and not Path(m).is_dir()]
-    if unknown:
-        raise UserError(f"stage '{stage.name}' evaluates '{unknown[0]}', which is neither an "
-                        "earlier stage nor a model folder")
-    return stage
+    """``stage`` with every field that names an earlier stage replaced by that stage's output
+    (its model folder, targets or k-best file, as ``STAGES[kind].refs`` says)."""
+    data = stage.model_dump()
+    for dotted, artifact in STAGES[stage.kind].refs.items():
+        *parents, key = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        value = node.get(key)
 
+        def resolve(name, artifact=artifact):
+            return str(run_dir / name / artifact) if name in earlier else name
 
-def run_stage(stage, out_dir: Path, run_dir: Path, earlier: list[str], resume: bool) -> dict:
-    """Run one stage (names of earlier stages already resolved) into ``out_dir``."""
-    if isinstance(stage, FinetuneConfig):
-        return run_finetune(stage, out_dir, resume=resume)
-    if isinstance(stage, DistillConfig):
-        return run_distill(stage, out_dir, resume=resume)
-    if isinstance(stage, Seq2SeqConfig):
-        from textdistill.seq2seq.train import run_train
-
-        return run_train(stage, out_dir, resume=resume)
-    if isinstance(stage, GenerateConfig):
-        from textdistill.seq2seq.train import run_generate
-
-        return run_generate(stage, out_dir)
-    models = {m: _resolve(m, run_dir, earlier) for m in stage.models}
-    save_config(stage, out_dir / "config.yaml")
-    if isinstance(stage, TranslationEvalConfig):
-        from textdistill.seq2seq.train import run_evaluate_mt
-
-        table = run_evaluate_mt(stage, models, out_dir)
-        console.print_json(data=table)
-        return table
-    table = run_evaluate(stage, models, out_dir)
-    console.print(format_table(table))
-    return table
+        if isinstance(value, list):
+            node[key] = [resolve(v) for v in value]
+        elif isinstance(value, str):
+            node[key] = resolve(value)
+    return type(stage).model_validate(data)
 
 
 def _references(stage, earlier: list[str]) -> list[str]:
@@ -139,8 +88,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
             if only is None or stage.name in only:
                 console.print(f"[green]skip[/] stage '{stage.name}': output is up to date")
             metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
-            if type(stage) is EvaluateConfig and only is None:
-                console.print(format_table(metrics[stage.name]))
+            if STAGES[stage.kind].show is show_evaluation and only is None:
+                show_evaluation(metrics[stage.name], out_dir)
             continue
         if only is not None and stage.name not in only:
             continue
@@ -151,9 +100,12 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
         console.print(f"[bold]stage[/] '{stage.name}' ({stage.kind})")
         marker.unlink(missing_ok=True)
         can_resume = resume and (out_dir / "checkpoint" / "state.json").is_file()
-        run_stage(resolved, out_dir, run_dir, earlier[:-1], can_resume)
-        metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
+        kind = STAGES[stage.kind]
+        metrics[stage.name] = kind.run(resolved, out_dir, can_resume)
+        if kind.show is show_evaluation:
+            kind.show(metrics[stage.name], out_dir)
         atomic_write_json(marker, {"config": digest})
     if only is None:
         atomic_write_json(run_dir / "metrics.json", metrics)
+        console.print(f"report: {write_report(run_dir)}")
     return metrics

@@ -35,8 +35,12 @@ from pathlib import Path
 import numba as nb
 import numpy as np
 
+from textdistill.config import AlignerConfig
 from textdistill.errors import UserError
 from textdistill.paths import atomic_write_text
+
+ALIGNER = AlignerConfig()
+"""The defaults of the aligner's options, defined once in the config."""
 
 NULL_TOKEN = "<eps>"
 """How the null word is written in exported lexical tables (fast_align's name)."""
@@ -768,13 +772,13 @@ def fit_alignment(
     src_ids: EncodedCorpus | Sequence[Sequence[int | str]],
     tgt_ids: EncodedCorpus | Sequence[Sequence[int | str]],
     *,
-    iterations: int = 5,
-    diagonal: bool = True,
-    optimize_tension: bool = True,
-    variational_bayes: bool = False,
-    alpha: float = 0.01,
-    p0: float = 0.08,
-    tension: float = 4.0,
+    iterations: int = ALIGNER.iterations,
+    diagonal: bool = ALIGNER.diagonal,
+    optimize_tension: bool = ALIGNER.optimize_tension,
+    variational_bayes: bool = ALIGNER.variational_bayes,
+    alpha: float = ALIGNER.alpha,
+    p0: float = ALIGNER.p0,
+    tension: float = ALIGNER.tension,
     use_null: bool = True,
     reverse: bool = False,
     num_threads: int | None = None,

@@ -12,12 +12,13 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from textdistill.analysis.aligner import (
+    ALIGNER,
     SYMMETRIZATION_METHODS,
     AlignmentModel,
     Alignments,
@@ -36,28 +37,10 @@ from textdistill.analysis.measures import (
     reordering_score,
 )
 from textdistill.analysis.tokenize import make_tokenizer
+from textdistill.config import AlignerConfig
 from textdistill.errors import UserError
 
 MAX_REPORTED_SKIPS = 20
-
-
-@dataclass(frozen=True)
-class AlignerSettings:
-    """Aligner options used by :func:`analyze` (fast_align's recommended ``-d -o -v``)."""
-
-    iterations: int = 5
-    diagonal: bool = True
-    optimize_tension: bool = True
-    variational_bayes: bool = True
-    alpha: float = 0.01
-    p0: float = 0.08
-    tension: float = 4.0
-    symmetrization: str = "grow-diag-final-and"
-
-    def fit_kwargs(self) -> dict:
-        d = asdict(self)
-        d.pop("symmetrization")
-        return d
 
 
 def _check_parallel(src: Path, n_src: int, other: Path, n_other: int, role: str) -> None:
@@ -106,11 +89,11 @@ def _align_corpus(
     src_enc: EncodedCorpus,
     keep: np.ndarray,
     tgt_tokens: list[list[str]],
-    settings: AlignerSettings,
+    settings: AlignerConfig,
 ) -> _Aligned:
     src_k = src_enc.select(keep)
     tgt_k = encode([t for t, k in zip(tgt_tokens, keep.tolist(), strict=True) if k])
-    kwargs = settings.fit_kwargs()
+    kwargs = settings.model_dump(exclude={"symmetrization"})
     fwd = fit_alignment(src_k, tgt_k, **kwargs)
     rev = fit_alignment(src_k, tgt_k, reverse=True, **kwargs)
     sym = symmetrize(fwd.align(), rev.align(), settings.symmetrization)
@@ -124,14 +107,14 @@ def analyze(
     tokenize: str = "words",
     tokenizer: str | Path | None = None,
     *,
-    iterations: int = 5,
-    diagonal: bool = True,
-    optimize_tension: bool = True,
-    variational_bayes: bool = True,
-    alpha: float = 0.01,
-    p0: float = 0.08,
-    tension: float = 4.0,
-    symmetrization: str = "grow-diag-final-and",
+    iterations: int = ALIGNER.iterations,
+    diagonal: bool = ALIGNER.diagonal,
+    optimize_tension: bool = ALIGNER.optimize_tension,
+    variational_bayes: bool = ALIGNER.variational_bayes,
+    alpha: float = ALIGNER.alpha,
+    p0: float = ALIGNER.p0,
+    tension: float = ALIGNER.tension,
+    symmetrization: str = ALIGNER.symmetrization,
     epsilon: float = DEFAULT_EPSILON,
     language_refs: Mapping[str, str | Path] | None = None,
     alignments_dir: str | Path | None = None,
@@ -158,16 +141,10 @@ def analyze(
         )
     if not epsilon > 0:
         raise UserError(f"epsilon must be > 0, got {epsilon}")
-    settings = AlignerSettings(
-        iterations,
-        diagonal,
-        optimize_tension,
-        variational_bayes,
-        alpha,
-        p0,
-        tension,
-        symmetrization,
-    )
+    settings = AlignerConfig.model_construct(
+        iterations=iterations, diagonal=diagonal, optimize_tension=optimize_tension,
+        variational_bayes=variational_bayes, alpha=alpha, p0=p0, tension=tension,
+        symmetrization=symmetrization)
     say = progress or (lambda _msg: None)
     tok = make_tokenizer(tokenize, tokenizer)
     src = Path(src)
@@ -270,7 +247,7 @@ def analyze(
         "tokenize": tokenize,
         "tokenizer": str(tokenizer) if tokenizer is not None else None,
         "settings": {
-            **asdict(settings),
+            **settings.model_dump(),
             "epsilon": epsilon,
             "table": "forward p(tgt|src), full, rows renormalised",
         },

@@ -1,31 +1,163 @@
-"""Tokenized datasets, length-bucketed batches and dynamic padding."""
+"""Tokenized datasets, length-bucketed batches (by examples or by tokens) and dynamic padding.
+
+Every task batches through :func:`length_batches`: training shuffles examples, sorts pools of
+them by length and cuts the pools into batches (then shuffles the batches); evaluation and
+decoding cut the length-sorted data. A batch holds at most ``batch_size`` examples and/or at
+most ``batch_tokens`` padded tokens (examples × the longest).
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from textdistill.data.corpora import Example
 from textdistill.errors import UserError
 
 
 class TrainData(Protocol):
     """What the trainer needs of a dataset: a loader whose batch sampler has ``set_epoch``."""
 
-    def loader(self, batch_size: int, shuffle: bool, seed: int) -> DataLoader: ...
+    def loader(self, size: int, shuffle: bool, seed: int) -> DataLoader: ...
 
 
-class TokenizedDataset(torch.utils.data.Dataset):
-    """Token ids and labels of a list of examples, tokenized once up front."""
+def _cut(order: Sequence[int], lengths: Sequence[int], batch_size: int | None,
+         batch_tokens: int | None) -> list[list[int]]:
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        wider = max(width, lengths[i])
+        if current and ((batch_size is not None and len(current) >= batch_size) or (
+                batch_tokens is not None and wider * (len(current) + 1) > batch_tokens)):
+            batches.append(current)
+            current, wider = [], lengths[i]
+        current.append(i)
+        width = wider
+    if current:
+        batches.append(current)
+    return batches
 
-    def __init__(self, examples: Sequence[Example], tokenizer, max_length: int):
+
+def length_batches(
+    lengths: Sequence[int],
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    pool: int | None = None,
+    longest_first: bool = False,
+) -> list[list[int]]:
+    """Indices of ``lengths`` cut into batches of similar lengths.
+
+    Without ``shuffle``: the length-sorted indices (shortest first, or ``longest_first`` so
+    that decoding meets its largest batch at once), cut in order; ties keep input order. With
+    ``shuffle``: the indices are shuffled by a generator seeded with (seed, epoch), sorted by
+    length within pools of ``pool`` examples (default: 50 batches of ``batch_size``, or 20,000
+    examples), cut, and the batches shuffled. One example longer than the token budget still
+    gets a batch of its own.
+    """
+    if batch_size is None and batch_tokens is None:
+        raise UserError("give a batch size in examples (batch_size) or in tokens (batch_tokens)")
+    if (batch_size is not None and batch_size < 1) or (batch_tokens is not None and
+                                                       batch_tokens < 1):
+        raise UserError("batch_size and batch_tokens must be positive")
+    idx = list(range(len(lengths)))
+    if not shuffle:
+        sign = -1 if longest_first else 1
+        idx.sort(key=lambda i: (sign * lengths[i], i))
+        return _cut(idx, lengths, batch_size, batch_tokens)
+    rng = random.Random(seed * 1_000_003 + epoch)
+    rng.shuffle(idx)
+    if pool is None:
+        pool = 50 * batch_size if batch_size is not None else 20_000
+    out: list[list[int]] = []
+    for start in range(0, len(idx), pool):
+        part = sorted(idx[start:start + pool], key=lambda i: lengths[i])
+        out += _cut(part, lengths, batch_size, batch_tokens)
+    rng.shuffle(out)
+    return out
+
+
+class LengthBucketBatchSampler(Sampler[list[int]]):
+    """:func:`length_batches` as a batch sampler whose order depends only on (seed, epoch)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int | None = None,
+                 batch_tokens: int | None = None, shuffle: bool = True, seed: int = 0,
+                 pool_batches: int | None = None):
+        self.lengths = list(lengths)
+        self.batch_size, self.batch_tokens = batch_size, batch_tokens
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.pool = pool_batches * batch_size if pool_batches and batch_size else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        return length_batches(self.lengths, self.batch_size, self.batch_tokens,
+                              shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
+                              pool=self.pool)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def pad(rows: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (N, longest) id tensor and its 0/1 mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.as_tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids, mask
+
+
+class BatchedDataset(torch.utils.data.Dataset):
+    """A tokenized dataset that batches itself: by examples, or by tokens (``by_tokens``)."""
+
+    by_tokens = False
+
+    def lengths(self) -> list[int]:
+        raise NotImplementedError
+
+    def collate(self, rows: list[Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loader(self, size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+        """Length-bucketed batches of ``size`` examples (or tokens), padded per batch."""
+        sizes = {"batch_tokens" if self.by_tokens else "batch_size": size}
+        sampler = LengthBucketBatchSampler(self.lengths(), shuffle=shuffle, seed=seed, **sizes)
+        # A private generator: iterating a DataLoader draws a base seed from its generator, and
+        # drawing it from the global RNG would shift dropout after a mid-epoch resume.
+        return DataLoader(self, batch_sampler=sampler, collate_fn=self.collate,
+                          generator=torch.Generator())
+
+
+class TokenizedDataset(BatchedDataset):
+    """Token ids (of a text or a text pair) and labels of classification examples, tokenized
+    once up front."""
+
+    def __init__(self, examples: Sequence[Any], tokenizer, max_length: int):
         if not examples:
             raise UserError("the dataset is empty: check the corpus and max_*_examples settings")
-        enc = tokenizer([e.text for e in examples], truncation=True, max_length=max_length)
+        texts = [e.text for e in examples]
+        pairs = [getattr(e, "text_pair", None) for e in examples]
+        if any(p is not None for p in pairs):
+            enc = tokenizer(texts, [p or "" for p in pairs], truncation=True,
+                            max_length=max_length)
+            self.token_type_ids: list[list[int]] | None = enc.get("token_type_ids")
+        else:
+            enc = tokenizer(texts, truncation=True, max_length=max_length)
+            self.token_type_ids = None
         self.input_ids: list[list[int]] = enc["input_ids"]
         self.labels = [e.label for e in examples]
         self.pad_id = tokenizer.pad_token_id or 0
@@ -34,85 +166,47 @@ class TokenizedDataset(torch.utils.data.Dataset):
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+        row = {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+        if self.token_type_ids is not None:
+            row["token_type_ids"] = self.token_type_ids[i]
+        return row
 
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
 
-    def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-        return make_loader(self, batch_size, shuffle, seed)
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        ids, mask = pad([r["input_ids"] for r in rows], self.pad_id)
+        batch = {"input_ids": ids, "attention_mask": mask,
+                 "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long)}
+        if "token_type_ids" in rows[0]:
+            batch["token_type_ids"] = pad([r["token_type_ids"] for r in rows], 0)[0]
+        return batch
 
 
-class PadCollator:
-    """Pads a batch to its longest sequence and builds the attention mask."""
+class ParallelDataset(BatchedDataset):
+    """Tokenized (source, target) pairs, batched by tokens (the longer side counts)."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    by_tokens = True
 
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
-            mask[i, : len(r["input_ids"])] = 1
-        labels = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-class LengthBucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar lengths, in a seeded order that depends only on (seed, epoch).
-
-    Examples are shuffled, cut into pools of ``pool_batches`` batches, each pool is sorted by
-    length and cut into batches, and the batches are shuffled. With ``shuffle=False`` the
-    batches are simply consecutive runs of the length-sorted data (for evaluation).
-    """
-
-    def __init__(
-        self,
-        lengths: Sequence[int],
-        batch_size: int,
-        shuffle: bool = True,
-        seed: int = 0,
-        pool_batches: int = 50,
-    ):
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.pool = pool_batches * batch_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self) -> list[list[int]]:
-        idx = list(range(len(self.lengths)))
-        if not self.shuffle:
-            idx.sort(key=lambda i: self.lengths[i])
-            return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
-        rng.shuffle(idx)
-        out = []
-        for start in range(0, len(idx), self.pool):
-            pool = sorted(idx[start : start + self.pool], key=lambda i: self.lengths[i])
-            out += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        rng.shuffle(out)
-        return out
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+    def __init__(self, pairs: Sequence[tuple[str, str]], tokenizer, max_length: int):
+        if not pairs:
+            raise UserError("the parallel dataset is empty: check the corpus and the limits")
+        self.src = tokenizer([s for s, _ in pairs], truncation=True,
+                             max_length=max_length)["input_ids"]
+        self.tgt = tokenizer([t for _, t in pairs], truncation=True,
+                             max_length=max_length)["input_ids"]
+        self.pad_id = tokenizer.pad_token_id
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size) if not self.shuffle else len(self.batches())
+        return len(self.src)
 
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
+        return self.src[i], self.tgt[i]
 
-def make_loader(
-    dataset: TokenizedDataset, batch_size: int, shuffle: bool, seed: int = 0
-) -> DataLoader:
-    """A DataLoader with length-bucketed batches and dynamic padding."""
-    sampler = LengthBucketBatchSampler(dataset.lengths(), batch_size, shuffle=shuffle, seed=seed)
-    # A private generator: iterating a DataLoader draws a base seed from its generator, and
-    # drawing it from the global RNG would shift dropout after a mid-epoch resume.
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=PadCollator(dataset.pad_id),
-                      generator=torch.Generator())
+    def lengths(self) -> list[int]:
+        return [max(len(s), len(t)) for s, t in zip(self.src, self.tgt, strict=True)]
+
+    def collate(self, rows: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        ids, mask = pad([s for s, _ in rows], self.pad_id)
+        labels, _ = pad([t for _, t in rows], -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,6 +1,6 @@
 """Translation teachers and sequence-level knowledge distillation (Kim & Rush 2016).
 
-- :mod:`~textdistill.seq2seq.parallel`: parallel data (aligned files, TSV, l10n);
+- :mod:`~textdistill.data.parallel`: parallel data (aligned files, TSV, l10n);
 - :mod:`~textdistill.seq2seq.vocab`: a joint subword vocabulary and language checks;
 - :mod:`~textdistill.seq2seq.presets`: Transformer teachers/students (Marian models), the
   label-smoothed loss, the inverse square-root schedule, checkpoint averaging;

@@ -39,7 +39,6 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,12 +46,13 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from textdistill.config import DecodeConfig
+from textdistill.data.batching import length_batches, pad
 from textdistill.errors import UserError
 from textdistill.paths import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-METHODS = ("beam", "greedy", "sample", "topk", "topp")
 FORMATS = ("text", "jsonl", "tsv")
 SHARD_PATTERN = "shard-{:05d}.jsonl"
 MANIFEST_VERSION = 1
@@ -67,69 +67,43 @@ class Hypothesis(NamedTuple):
     length: int | None = None
 
 
-@dataclass(frozen=True)
-class DecodeConfig:
-    """How to decode: the search method and its parameters."""
+def generate_kwargs(cfg: DecodeConfig, pad_token_id: int) -> dict[str, Any]:
+    """Keyword arguments of ``model.generate`` (besides inputs, caps and processors)."""
+    kw: dict[str, Any] = {
+        "use_cache": True,
+        "num_return_sequences": cfg.num_return,
+        "bad_words_ids": [[pad_token_id]],
+        "forced_eos_token_id": None,
+        "no_repeat_ngram_size": 0,
+        "repetition_penalty": 1.0,
+        "min_new_tokens": 0,
+    }
+    if cfg.method == "beam":
+        kw.update(do_sample=False, num_beams=cfg.beam, early_stopping=True,
+                  length_penalty=cfg.length_penalty)
+    elif cfg.method == "greedy":
+        kw.update(do_sample=False, num_beams=1)
+    else:
+        kw.update(do_sample=True, num_beams=1, temperature=cfg.sampling_temperature,
+                  top_k=cfg.top_k if cfg.method == "topk" else 0,
+                  top_p=cfg.top_p if cfg.method == "topp" else 1.0)
+    return kw
 
-    method: str = "beam"
-    beam: int = 5
-    num_return: int = 1
-    temperature: float = 1.0
-    top_k: int = 10
-    top_p: float = 0.9
-    length_penalty: float = 1.0
-    max_len_a: float = 1.5
-    max_len_b: int = 10
-    max_length: int = 256
-    """Absolute cap on output tokens per sentence (``</s>`` included)."""
-    seed: int = 0
 
-    def validate(self) -> DecodeConfig:
-        if self.method not in METHODS:
-            raise UserError(f"unknown decoding method {self.method!r}; use one of {METHODS}")
-        if self.num_return < 1:
-            raise UserError(f"num_return must be at least 1, not {self.num_return}")
-        if self.method == "beam":
-            if self.beam < 1:
-                raise UserError(f"beam must be at least 1, not {self.beam}")
-            if self.num_return > self.beam:
-                raise UserError(
-                    f"num_return {self.num_return} is larger than the beam {self.beam}; "
-                    "beam search returns at most beam hypotheses"
-                )
-        if self.method == "greedy" and self.num_return != 1:
-            raise UserError("greedy search returns one hypothesis: use num_return 1, or beam")
-        if self.method in ("sample", "topk", "topp") and self.temperature <= 0:
-            raise UserError(f"temperature must be positive, not {self.temperature}")
-        if self.method == "topk" and self.top_k < 1:
-            raise UserError(f"top_k must be at least 1, not {self.top_k}")
-        if self.method == "topp" and not 0.0 < self.top_p <= 1.0:
-            raise UserError(f"top_p must be in (0, 1], not {self.top_p}")
-        if self.max_length < 1 or self.max_len_a < 0:
-            raise UserError("max_length must be at least 1 and max_len_a not negative")
-        return self
-
-    def generate_kwargs(self, pad_token_id: int) -> dict[str, Any]:
-        """Keyword arguments of ``model.generate`` (besides inputs, caps and processors)."""
-        kw: dict[str, Any] = {
-            "use_cache": True,
-            "num_return_sequences": self.num_return,
-            "bad_words_ids": [[pad_token_id]],
-            "forced_eos_token_id": None,
-            "no_repeat_ngram_size": 0,
-            "repetition_penalty": 1.0,
-            "min_new_tokens": 0,
-        }
-        if self.method == "beam":
-            kw.update(do_sample=False, num_beams=self.beam, early_stopping=True,
-                      length_penalty=self.length_penalty)
-        elif self.method == "greedy":
-            kw.update(do_sample=False, num_beams=1)
-        else:
-            kw.update(do_sample=True, num_beams=1, temperature=self.temperature,
-                      top_k=self.top_k if self.method == "topk" else 0,
-                      top_p=self.top_p if self.method == "topp" else 1.0)
-        return kw
+def translate(model, tokenizer, sources: list[str], decode: DecodeConfig,
+              batch_tokens: int = 4096) -> list[str]:
+    """Detokenized best hypothesis for every source, in input order."""
+    ids = tokenizer(sources, truncation=True, max_length=decode.max_length)["input_ids"]
+    out = [""] * len(sources)
+    was_training = model.training
+    model.eval()
+    for batch in length_batches([len(x) for x in ids], batch_tokens=batch_tokens,
+                                longest_first=True):
+        hyps = generate_batch(model, tokenizer, [ids[i] for i in batch], decode)
+        for i, h in zip(batch, hyps, strict=True):
+            out[i] = h[0].text
+    model.train(was_training)
+    return out
 
 
 def length_limits(src_lengths: torch.Tensor | Sequence[int], cfg: DecodeConfig,
@@ -209,15 +183,10 @@ def generate_batch(
     with_scores: bool = False,
 ) -> list[list[Hypothesis]]:
     """Decode one batch of tokenized sources; ``num_return`` hypotheses per source."""
-    pad = tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id
     eos = tokenizer.eos_token_id
     device = next(model.parameters()).device
-    width = max(len(ids) for ids in input_ids)
-    ids = torch.full((len(input_ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(input_ids), width), dtype=torch.long)
-    for row, seq in enumerate(input_ids):
-        ids[row, : len(seq)] = torch.as_tensor(seq)
-        mask[row, : len(seq)] = 1
+    ids, mask = pad(input_ids, pad_id)
     ids, mask = ids.to(device), mask.to(device)
     limits = length_limits([len(s) for s in input_ids], cfg,
                            getattr(model.config, "max_position_embeddings", None))
@@ -229,7 +198,7 @@ def generate_batch(
         attention_mask=mask,
         max_new_tokens=int(limits.max()),
         logits_processor=LogitsProcessorList([RowLengthCap(limits, eos)]),
-        **cfg.generate_kwargs(pad),
+        **generate_kwargs(cfg, pad_id),
         **extra,
     )
     texts = tokenizer.batch_decode(out, skip_special_tokens=True,
@@ -247,40 +216,6 @@ def generate_batch(
         ]
         result.append(sorted(hyps, key=lambda h: -h.score))  # stable: ties keep model order
     return result
-
-
-def make_batches(
-    lengths: Sequence[int], batch_tokens: int | None = None, batch_size: int | None = None
-) -> list[list[int]]:
-    """Line indices sorted by length (longest first) and cut into batches.
-
-    A batch holds at most ``batch_size`` sentences and at most ``batch_tokens`` padded
-    tokens (sentences × longest); a single longer sentence still gets its own batch.
-    """
-    if batch_tokens is None and batch_size is None:
-        raise UserError("give a token budget (batch_tokens) or a sentence count (batch_size)")
-    if (batch_tokens is not None and batch_tokens < 1) or (
-        batch_size is not None and batch_size < 1
-    ):
-        raise UserError("batch_tokens and batch_size must be positive")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        width = max(longest, lengths[i])
-        full = current and (
-            (batch_size is not None and len(current) + 1 > batch_size)
-            or (batch_tokens is not None and width * (len(current) + 1) > batch_tokens)
-        )
-        if full:
-            batches.append(current)
-            current, width = [], lengths[i]
-        current.append(i)
-        longest = width
-    if current:
-        batches.append(current)
-    return batches
 
 
 def plan_shards(batches: list[list[int]], shard_size: int) -> list[list[list[int]]]:
@@ -453,18 +388,8 @@ def generate_corpus(
     model_dir: str | Path,
     src: Sequence[str] | str | Path,
     out_path: str | Path,
-    method: str = "beam",
+    decode: DecodeConfig | None = None,
     *,
-    beam: int = 5,
-    num_return: int = 1,
-    temperature: float = 1.0,
-    top_k: int = 10,
-    top_p: float = 0.9,
-    length_penalty: float = 1.0,
-    max_len_a: float = 1.5,
-    max_len_b: int = 10,
-    max_length: int = 256,
-    seed: int = 0,
     batch_tokens: int | None = 4096,
     batch_size: int | None = None,
     shard_size: int = 1000,
@@ -483,12 +408,12 @@ def generate_corpus(
     ``on_shard(shard, shards_done_now)`` is called after each shard this process writes.
     With ``src_lang``/``tgt_lang``, the model folder's recorded languages are checked.
     """
-    from textdistill.seq2seq.parallel import read_lines
+    from textdistill.data.readers import read_lines
     from textdistill.seq2seq.vocab import check_languages
 
     t0 = time.perf_counter()
-    cfg = DecodeConfig(method, beam, num_return, temperature, top_k, top_p, length_penalty,
-                       max_len_a, max_len_b, max_length, seed).validate()
+    cfg = decode or DecodeConfig()
+    num_return = cfg.num_return
     out_path = Path(out_path)
     fmt = _infer_format(out_path, out_format)
     if fmt == "text" and num_return > 1:
@@ -508,7 +433,7 @@ def generate_corpus(
         "version": MANIFEST_VERSION,
         "model": _model_fingerprint(model_dir),
         "source": {"lines": len(lines), "sha256": _source_hash(lines)},
-        "decode": asdict(cfg),
+        "decode": cfg.model_dump(),
         "batch_tokens": batch_tokens,
         "batch_size": batch_size,
         "shard_size": shard_size,
@@ -536,7 +461,8 @@ def generate_corpus(
         eos = tokenizer.eos_token_id
         encoded = [ids if len(ids) <= max_src else [*ids[: max_src - 1], eos] for ids in encoded]
         log.warning("%d source lines are longer than %d tokens: truncated", truncated, max_src)
-    batches = make_batches([len(ids) for ids in encoded], batch_tokens, batch_size)
+    batches = length_batches([len(ids) for ids in encoded], batch_size, batch_tokens,
+                             longest_first=True)
     shards = plan_shards(batches, shard_size)
     work_manifest = {**config, "shards": len(shards)}
 
@@ -557,7 +483,7 @@ def generate_corpus(
         path = work / SHARD_PATTERN.format(index)
         if path.is_file():
             continue
-        torch.manual_seed(shard_seed(seed, index))
+        torch.manual_seed(shard_seed(cfg.seed, index))
         rows = []
         for batch in shards[index]:
             hyps = generate_batch(model, tokenizer, [encoded[i] for i in batch], cfg,
@@ -612,7 +538,7 @@ def generate_corpus(
 
 def read_kbest(path: str | Path) -> list[list[Hypothesis]]:
     """The k-best lists of a ``.jsonl`` or ``.tsv`` output, indexed by line id."""
-    from textdistill.seq2seq.parallel import read_lines
+    from textdistill.data.readers import read_lines
 
     path = Path(path)
     fmt = _infer_format(path, None)

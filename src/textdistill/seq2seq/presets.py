@@ -6,8 +6,7 @@ from the tokenizer.  Encoder, decoder and output layer share one embedding matri
 models are ``transformers.MarianMTModel``, so ``generate()``, ``save_pretrained`` and
 ``from_pretrained`` work as usual.
 
-Also here: the label-smoothed cross-entropy, the inverse square-root learning-rate
-schedule and checkpoint averaging, the usual ingredients of training such teachers.
+Also here: checkpoint averaging.
 """
 
 from __future__ import annotations
@@ -159,34 +158,6 @@ def save_seq2seq(model, tokenizer, out_dir: str | Path, src_lang: str | None = N
     have = read_languages(out_dir)
     write_languages(out_dir, src_lang or have[0], tgt_lang or have[1])
     return out_dir
-
-
-def label_smoothed_nll(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    epsilon: float,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-) -> torch.Tensor:
-    """Cross-entropy against ``(1 - ε)·one-hot + ε·uniform`` over the vocabulary.
-
-    ``logits`` is ``(..., V)``, ``labels`` is ``(...)``; positions equal to ``ignore_index``
-    do not count.  ``reduction`` is ``mean`` (over counted tokens) or ``sum``.
-    """
-    if not 0.0 <= epsilon < 1.0:
-        raise UserError(f"label smoothing epsilon must be in [0, 1), not {epsilon}")
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
-    lprobs = torch.log_softmax(logits.float(), dim=-1)
-    mask = labels != ignore_index
-    target = labels.masked_fill(~mask, 0).unsqueeze(-1)
-    nll = -lprobs.gather(-1, target).squeeze(-1)
-    smooth = -lprobs.mean(dim=-1)
-    loss = ((1.0 - epsilon) * nll + epsilon * smooth) * mask
-    total = loss.sum()
-    if reduction == "sum":
-        return total
-    return total / mask.sum().clamp(min=1)
 
 
 def _weights_file(path: Path) -> Path:

@@ -1,0 +1,129 @@
+"""The stage table: kind -> (config model, function, the outputs it shows). The CLI makes one
+command of each entry and the recipe runner runs them, so a stage is added here once (and its
+config model in ``config.Stage``)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+
+from textdistill.config import STAGE_CONFIGS
+
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 140, soft_wrap=True)
+
+
+def _finetune(cfg, out: Path, resume: bool) -> dict:
+    from textdistill.distill import run_finetune
+
+    return run_finetune(cfg, out, resume=resume)
+
+
+def _distill(cfg, out: Path, resume: bool) -> dict:
+    from textdistill.distill import run_distill
+
+    return run_distill(cfg, out, resume=resume)
+
+
+def _train(cfg, out: Path, resume: bool) -> dict:
+    from textdistill.seq2seq.train import run_train
+
+    return run_train(cfg, out, resume=resume)
+
+
+def _generate(cfg, out: Path, resume: bool) -> dict:
+    from textdistill.seq2seq.train import run_generate
+
+    return run_generate(cfg, out, resume=resume)
+
+
+def _evaluate(cfg, out: Path, resume: bool) -> dict:
+    from textdistill.evaluate import run_evaluate
+
+    return run_evaluate(cfg, out, resume=resume)
+
+
+def _evaluate_mt(cfg, out: Path, resume: bool) -> dict:
+    from textdistill.evaluate import run_evaluate_mt
+
+    return run_evaluate_mt(cfg, out, resume=resume)
+
+
+def _analyze(cfg, out: Path, resume: bool) -> dict:
+    from textdistill.analysis.command import run_analyze
+
+    return run_analyze(cfg, out, resume=resume)
+
+
+def show_trained(summary: dict, out: Path) -> None:
+    """One closing line: where the model is and its best dev scores."""
+    best = summary.get("best_dev") or {}
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
+    console.print(f"model saved in {out / 'model'}; best dev: {shown or 'n/a'}")
+
+
+def show_evaluation(table: dict, out: Path) -> None:
+    from textdistill.evaluate import format_table
+
+    Console(width=None if sys.stdout.isatty() else 160).print(format_table(table))
+
+
+def show_generated(result: dict, out: Path) -> None:
+    rate = result.get("sentences_per_second")
+    speed = f", {rate} sentences/s" if rate is not None else ""
+    console.print(f"wrote {out / 'kbest.jsonl'} and {out / 'targets.txt'}: "
+                  f"{result['sources']} sources{speed}")
+
+
+def show_analysis(result: dict, out: Path) -> None:
+    from textdistill.analysis.command import print_table
+
+    print_table(result)
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """A stage: its config, ``run(config, out_dir, resume) -> metrics`` and how its result is
+    shown. ``refs`` maps config fields that may name an earlier stage to the file or folder
+    of that stage they then stand for."""
+
+    run: Callable[[Any, Path, bool], dict]
+    show: Callable[[dict, Path], None]
+    help: str
+    refs: dict[str, str] = field(default_factory=dict)
+
+    def config(self, kind: str) -> type[BaseModel]:
+        return STAGE_CONFIGS[kind]
+
+
+STAGES: dict[str, StageKind] = {
+    "finetune": StageKind(_finetune, show_trained,
+                          "Fine-tune an encoder (default: all-MiniLM-L6-v2) into a classifier: "
+                          "the teacher.", {"model": "model"}),
+    "distill": StageKind(_distill, show_trained,
+                         "Train a classifier student from a teacher (or on labels alone).",
+                         {"teacher": "model", "student.vocab_from": "model"}),
+    "evaluate": StageKind(_evaluate, show_evaluation,
+                          "Accuracy, macro-F1, MCC, size, latency and throughput of classifiers; "
+                          "the first model is the reference.", {"models": "model"}),
+    "train": StageKind(_train, show_trained,
+                       "Train a translation model: a teacher on gold data, or a student "
+                       "(Seq-KD, word-level KD).",
+                       {"teacher": "model", "tokenizer": "model", "data.targets": "targets.txt"}),
+    "generate": StageKind(_generate, show_generated,
+                          "Decode a corpus with a teacher (beam, greedy, sampling, k-best): the "
+                          "distilled corpus; resumable, multi-process.",
+                          {"model": "model", "kbest_from": "kbest.jsonl"}),
+    "evaluate-mt": StageKind(_evaluate_mt, show_evaluation,
+                             "BLEU/chrF per beam size, size and speed of translation models.",
+                             {"models": "model"}),
+    "analyze": StageKind(_analyze, show_analysis,
+                         "Complexity, faithfulness, reordering, BLEU/chrF and language modes of "
+                         "parallel corpora.", {"tgt": "targets.txt", "tokenizer": "model"}),
+}
+"""Every stage kind, in the order the CLI lists them."""
