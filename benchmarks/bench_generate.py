@@ -37,7 +37,7 @@ TARGET_RATIO = 3.0
 def build_teacher(work: Path, preset: str, vocab: int, rows: int, seed: int) -> Path:
     """Tokenizer + random model in ``work/teacher`` (reused when it is already there)."""
     from textdistill.data.parallel import load_l10n_pairs
-    from textdistill.seq2seq.presets import build_seq2seq, save_seq2seq
+    from textdistill.models.seq2seq import build_seq2seq, save_seq2seq
     from textdistill.seq2seq.vocab import train_tokenizer
 
     folder = work / f"teacher-{preset}-{vocab}-{rows}-{seed}"
@@ -55,7 +55,8 @@ def baseline(folder: Path, lines: list[str], beam: int, batch: int) -> tuple[lis
     import torch
     from transformers import LogitsProcessorList
 
-    from textdistill.seq2seq.generate import DecodeConfig, RowLengthCap, length_limits, load_seq2seq
+    from textdistill.models.seq2seq import load_seq2seq
+    from textdistill.seq2seq.generate import DecodeConfig, RowLengthCap, length_limits
 
     model, tok = load_seq2seq(folder)
     cfg = DecodeConfig("beam", beam=beam)
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from textdistill.data.parallel import load_l10n_pairs
     from textdistill.errors import UserError
+    from textdistill.models.common import count_parameters
     from textdistill.seq2seq.generate import generate_corpus
-    from textdistill.seq2seq.presets import count_parameters
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from textdistill.seq2seq.generate import load_seq2seq
+    from textdistill.models.seq2seq import load_seq2seq
 
     model, tok = load_seq2seq(folder)
     src_tokens = [len(ids) for ids in tok(lines)["input_ids"]]
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "torch_threads": torch.get_num_threads(),
         "preset": args.preset,
-        "parameters": count_parameters(model),
+        "parameters": count_parameters(model)["params"],
         "vocab": len(tok),
         "sentences": len(lines),
         "source_tokens_mean": round(sum(src_tokens) / len(src_tokens), 1),

@@ -25,8 +25,9 @@ import torch
 from textdistill.config import Hard, OptimConfig
 from textdistill.data.batching import ParallelDataset
 from textdistill.data.parallel import load_l10n_pairs
+from textdistill.models.common import count_parameters
+from textdistill.models.seq2seq import build_seq2seq
 from textdistill.objectives import ObjectiveModule
-from textdistill.seq2seq.presets import build_seq2seq, count_parameters
 from textdistill.seq2seq.vocab import train_tokenizer
 from textdistill.tasks.seq2seq import Seq2SeqTask
 from textdistill.trainer import make_adamw
@@ -49,7 +50,7 @@ def time_preset(preset: str, tokenizer, batches: list[dict], steps: int) -> dict
         if i:  # the first step warms up allocators and kernels
             times.append(time.perf_counter() - start)
     tokens = sum(int((b["labels"] != -100).sum()) for b in batches[1:steps + 1]) / steps
-    return {"params": count_parameters(model), "s_per_step": statistics.median(times),
+    return {"params": count_parameters(model)["params"], "s_per_step": statistics.median(times),
             "tgt_tokens_per_step": tokens}
 
 

@@ -79,7 +79,8 @@ def dev_accuracy(model_dir: Path, cfg) -> float:
     from textdistill.config import DataConfig
     from textdistill.data.batching import TokenizedDataset
     from textdistill.data.corpora import load_classification, subsample
-    from textdistill.evaluate import classification_metrics, predict_labels
+    from textdistill.evaluate import predict_labels
+    from textdistill.metrics import classification_metrics
     from textdistill.models.classifier import load_classifier
 
     model, tokenizer = load_classifier(str(model_dir), LABELS)

@@ -13,6 +13,7 @@ import torch
 import yaml
 from conftest import LABELS, MICRO, TINY_DATA, dev_accuracy, distill_config, read_jsonl
 from safetensors.torch import load_file
+from test_report import ReportParser, expected_models, model_cells
 
 from textdistill import recipe as recipe_mod
 from textdistill.config import DistillConfig, Recipe, load_config, validate
@@ -152,6 +153,11 @@ def test_recipe_skips_up_to_date_stages_and_reruns_changed_ones(tmp_path, monkey
     assert set(compare["models"]) == {"labels", "kd"}
     assert compare["models"]["labels"]["retention"] == 1.0
     assert json.loads((run_dir / "metrics.json").read_text())["kd"]["steps"] == 1
+    # The run's report: its comparison table holds exactly the numbers of metrics.json.
+    parsed = ReportParser((run_dir / "report.html").read_text(encoding="utf-8"))
+    assert model_cells(parsed.tables["compare"]) == expected_models(compare)
+    assert parsed.images and all(src.startswith("data:image/png;base64,")
+                                 for src in parsed.images)
     model_file = run_dir / "kd" / "model" / "model.safetensors"
     written = model_file.stat().st_mtime_ns
 

@@ -42,8 +42,8 @@ from textdistill.config import (
 )
 from textdistill.errors import UserError
 from textdistill.losses import REGISTRY, LossTerm
+from textdistill.models.seq2seq import build_seq2seq
 from textdistill.objectives import ObjectiveModule
-from textdistill.seq2seq.presets import build_seq2seq
 from textdistill.seq2seq.vocab import train_tokenizer
 from textdistill.tasks.classification import ClassificationTask
 from textdistill.tasks.seq2seq import Seq2SeqTask

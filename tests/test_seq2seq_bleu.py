@@ -1,31 +1,14 @@
-"""Corpus BLEU/chrF and the Seq-Inter selection by sentence BLEU."""
+"""The Seq-Inter selection by sentence BLEU."""
 
 from __future__ import annotations
 
 import pytest
-import sacrebleu
 
 from textdistill.errors import UserError
-from textdistill.seq2seq.generate import (
-    Hypothesis,
-    corpus_bleu_chrf,
-    select_by_sentence_bleu,
-    sentence_bleu,
-)
+from textdistill.metrics import sentence_bleu
+from textdistill.seq2seq.generate import Hypothesis, select_by_sentence_bleu
 
 REFS = ["the cat sat on the mat .", "a dog runs in the green park today ."]
-
-
-def test_corpus_bleu_chrf():
-    assert corpus_bleu_chrf(REFS, REFS) == {"bleu": pytest.approx(100.0),
-                                            "chrf": pytest.approx(100.0)}
-    hyps = ["the cat sat on a mat .", "a dog runs in the park ."]
-    got = corpus_bleu_chrf(hyps, REFS)
-    assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [REFS]).score)
-    assert got["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [REFS]).score)
-    assert 0 < got["bleu"] < 100
-    with pytest.raises(UserError, match="1 hypotheses but 2 references"):
-        corpus_bleu_chrf(hyps[:1], REFS)
 
 
 def test_select_by_sentence_bleu():

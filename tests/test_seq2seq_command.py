@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from textdistill.cli import app
-from textdistill.seq2seq.presets import build_seq2seq, save_seq2seq
+from textdistill.models.seq2seq import build_seq2seq, save_seq2seq
 from textdistill.seq2seq.vocab import train_tokenizer
 
 runner = CliRunner()

@@ -18,17 +18,16 @@ from textdistill.data.batching import length_batches
 from textdistill.data.corpora import L10N_FILES
 from textdistill.data.parallel import load_l10n_pairs
 from textdistill.errors import UserError
+from textdistill.models.seq2seq import build_seq2seq, load_seq2seq, save_seq2seq
 from textdistill.paths import data_dir
 from textdistill.seq2seq.generate import (
     RowLengthCap,
     generate_corpus,
     length_limits,
-    load_seq2seq,
     manifest_path,
     plan_shards,
     read_kbest,
 )
-from textdistill.seq2seq.presets import build_seq2seq, save_seq2seq
 from textdistill.seq2seq.vocab import train_tokenizer
 
 pytestmark = pytest.mark.skipif(

@@ -10,14 +10,14 @@ from safetensors.torch import save_file
 from transformers import AutoModelForSeq2SeqLM, MarianMTModel
 
 from textdistill.errors import UserError
-from textdistill.seq2seq.presets import (
+from textdistill.models.common import count_parameters
+from textdistill.models.seq2seq import (
     PRESETS,
     average_checkpoints,
     build_seq2seq,
     check_arch,
-    copy_teacher_layers,
-    count_parameters,
     freeze_positions,
+    init_from_teacher,
     save_seq2seq,
     seq2seq_config,
 )
@@ -44,7 +44,7 @@ class FakeTokenizer:
 def test_parameter_counts_at_8k(name):
     with torch.device("meta"):
         model = MarianMTModel(seq2seq_config(name, 8000))
-    assert count_parameters(model) == COUNTS_8K[name]
+    assert count_parameters(model)["params"] == COUNTS_8K[name]
 
 
 def test_shared_tied_embeddings_and_config():
@@ -86,7 +86,7 @@ def _toy(seed: int, enc: int, dec: int, **shape):
                          decoder_layers=dec, **{**TOY, **shape}).eval()
 
 
-def test_copy_teacher_layers_reproduces_the_teacher():
+def test_init_from_teacher_reproduces_the_teacher():
     teacher = _toy(0, 3, 2)
     student = _toy(1, 3, 2)
     x = torch.tensor([[5, 6, 7, 1], [8, 9, 1, 0]])
@@ -95,14 +95,14 @@ def test_copy_teacher_layers_reproduces_the_teacher():
     logits = teacher(input_ids=x, attention_mask=mask, labels=labels).logits
     assert not torch.allclose(student(input_ids=x, attention_mask=mask, labels=labels).logits,
                               logits)
-    copy_teacher_layers(student, teacher, [1, 2, 3], [1, 2])
+    init_from_teacher(student, teacher, [1, 2, 3], [1, 2])
     assert torch.equal(student(input_ids=x, attention_mask=mask, labels=labels).logits, logits)
     assert student.lm_head.weight is student.model.shared.weight  # still tied
 
 
-def test_copy_teacher_layers_takes_the_named_layers():
+def test_init_from_teacher_takes_the_named_layers():
     teacher, student = _toy(0, 3, 2), _toy(1, 2, 1)
-    copy_teacher_layers(student, teacher, [1, 3], [2])
+    init_from_teacher(student, teacher, [1, 3], [2])
     pairs = [(student.model.encoder.layers[0], teacher.model.encoder.layers[0]),
              (student.model.encoder.layers[1], teacher.model.encoder.layers[2]),
              (student.model.decoder.layers[0], teacher.model.decoder.layers[1])]
@@ -120,10 +120,10 @@ def test_copy_teacher_layers_takes_the_named_layers():
     ([1, 2], [1], {"ffn_dim": 64}, r"needs equal widths, but encoder_ffn_dim is 64"),
     ([1, 2], [1], {"heads": 4}, r"needs equal widths, but encoder_attention_heads is 4"),
 ])
-def test_copy_teacher_layers_errors(enc, dec, shape, message):
+def test_init_from_teacher_errors(enc, dec, shape, message):
     teacher, student = _toy(0, 3, 2), _toy(1, 2, 1, **shape)
     with pytest.raises(UserError, match=message):
-        copy_teacher_layers(student, teacher, enc, dec)
+        init_from_teacher(student, teacher, enc, dec)
 
 
 def test_save_and_generate(tmp_path):
@@ -132,7 +132,8 @@ def test_save_and_generate(tmp_path):
     save_seq2seq(model, FakeTokenizer(50), tmp_path, "en", "de")
     again = AutoModelForSeq2SeqLM.from_pretrained(str(tmp_path)).eval()
     assert read_languages(tmp_path) == ("en", "de")
-    assert count_parameters(again) == count_parameters(model)
+    assert again.model.decoder.embed_positions.weight.requires_grad
+    assert count_parameters(again) == count_parameters(model)  # fixed positions never count
     freeze_positions(again)
     assert not again.model.decoder.embed_positions.weight.requires_grad
     x = torch.tensor([[5, 6, 7, 1]])
@@ -195,3 +196,16 @@ def test_average_of_model_folders_loads(tmp_path):
     expected = (m1.model.shared.weight + m2.model.shared.weight) / 2
     assert torch.allclose(m3.model.shared.weight, expected)
     assert torch.allclose(m3.lm_head.weight, expected)  # still tied
+
+
+def test_save_seq2seq_replaces_the_folder_and_keeps_its_languages(tmp_path):
+    model = _toy(0, 1, 1)
+    folder = tmp_path / "model"
+    save_seq2seq(model, FakeTokenizer(60), folder, "en", "de")
+    (folder / "stale.txt").write_text("x")
+    save_seq2seq(model, FakeTokenizer(60), folder)  # no languages: the recorded ones stay
+    assert read_languages(folder) == ("en", "de")
+    assert not (folder / "stale.txt").exists()  # a new folder, not written into the old one
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    save_seq2seq(model, FakeTokenizer(60), folder, tgt_lang="fr")
+    assert read_languages(folder) == ("en", "fr")

@@ -15,9 +15,10 @@ from textdistill.data.corpora import L10N_FILES
 from textdistill.data.parallel import load_l10n_pairs, load_pairs
 from textdistill.data.readers import read_lines
 from textdistill.errors import UserError
+from textdistill.metrics import sentence_bleu
 from textdistill.paths import data_dir
 from textdistill.recipe import run_recipe
-from textdistill.seq2seq.generate import read_kbest, sentence_bleu
+from textdistill.seq2seq.generate import read_kbest
 from textdistill.seq2seq.train import run_train
 
 pytestmark = pytest.mark.skipif(
@@ -101,7 +102,7 @@ def test_student_starts_from_the_teachers_layers(tmp_path):
     which is the teacher's embeddings and the named layers."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from textdistill.seq2seq.presets import build_seq2seq, save_seq2seq
+    from textdistill.models.seq2seq import build_seq2seq, save_seq2seq
     from textdistill.seq2seq.train import run_train
     from textdistill.seq2seq.vocab import train_tokenizer
 

@@ -17,9 +17,11 @@ from textdistill.config import DistillConfig, FinetuneConfig, Hard, save_config
 from textdistill.data.batching import TokenizedDataset
 from textdistill.data.corpora import ClassificationCorpus, load_classification, subsample
 from textdistill.errors import UserError
-from textdistill.evaluate import classification_metrics, predict_labels
+from textdistill.evaluate import predict_labels
 from textdistill.losses import REGISTRY
-from textdistill.models.classifier import build_student, load_classifier, save_model
+from textdistill.metrics import classification_metrics
+from textdistill.models.classifier import build_student, is_classifier, load_classifier
+from textdistill.models.common import save_pretrained_atomic
 from textdistill.objectives import ObjectiveModule, check_task
 from textdistill.paths import atomic_write_json
 from textdistill.tasks.classification import ClassificationTask
@@ -47,7 +49,7 @@ def _train(module: ObjectiveModule, tokenizer, cfg, phases: list[PhaseSpec], cor
         return classification_metrics(dev.labels, y_pred)
 
     def save_fn(m: ObjectiveModule, folder: Path) -> None:
-        save_model(m.student, tokenizer, folder)
+        save_pretrained_atomic(m.student, tokenizer, folder)
 
     trainer = Trainer(module, train, cfg.data.batch_size, phases, out_dir, evaluate_fn, save_fn,
                       select_metric=cfg.select_metric, seed=cfg.seed)
@@ -87,8 +89,7 @@ def run_distill(cfg: DistillConfig, out_dir: str | Path, resume: bool = False) -
     teacher = tokenizer = None
     if cfg.teacher is not None:
         teacher, tokenizer = load_classifier(cfg.teacher, corpus.labels)
-        if not any(a.endswith("ForSequenceClassification")
-                   for a in (teacher.config.architectures or [])):
+        if not is_classifier(teacher.config):
             raise UserError(
                 f"the teacher '{cfg.teacher}' is not a fine-tuned classifier: run 'textdistill "
                 "finetune' first and give its model folder"

@@ -8,22 +8,14 @@ from pathlib import Path
 
 import torch
 from rich.table import Table
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from textdistill.config import DecodeConfig, EvaluateConfig, TranslationEvalConfig, save_config
 from textdistill.data.batching import TokenizedDataset
 from textdistill.data.corpora import load_classification, subsample
-from textdistill.models.classifier import count_parameters, load_classifier, resolve_model_path
+from textdistill.metrics import classification_metrics, corpus_bleu_chrf
+from textdistill.models.classifier import load_classifier, resolve_model_path
+from textdistill.models.common import count_parameters
 from textdistill.paths import atomic_write_json
-
-
-def classification_metrics(y_true: list[int], y_pred: list[int]) -> dict[str, float]:
-    """Accuracy, macro-F1 and Matthews correlation (scikit-learn)."""
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-        "mcc": float(matthews_corrcoef(y_true, y_pred)),
-    }
 
 
 @torch.no_grad()
@@ -144,12 +136,10 @@ def format_table(table: dict) -> Table:
 def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: bool = False
                     ) -> dict:
     """BLEU and chrF with each beam size, parameters and sentences per second, per model."""
-    from transformers import AutoModelForSeq2SeqLM
-
     from textdistill.data.parallel import load_pairs
-    from textdistill.seq2seq.generate import corpus_bleu_chrf, translate
-    from textdistill.seq2seq.presets import count_parameters
-    from textdistill.seq2seq.vocab import check_languages, load_tokenizer
+    from textdistill.models.seq2seq import load_seq2seq
+    from textdistill.seq2seq.generate import translate
+    from textdistill.seq2seq.vocab import check_languages
 
     save_config(cfg, Path(out_dir) / "config.yaml")
     models = display_names(cfg.models)
@@ -159,9 +149,8 @@ def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: boo
     results = {}
     for name, path in models.items():
         check_languages(path, cfg.data.src_lang, cfg.data.tgt_lang)
-        model = AutoModelForSeq2SeqLM.from_pretrained(path).eval()
-        tokenizer = load_tokenizer(path)
-        row: dict[str, float] = {"params": count_parameters(model)}
+        model, tokenizer = load_seq2seq(path)
+        row: dict[str, float] = {"params": count_parameters(model)["params"]}
         for beam in cfg.beams:
             decode = DecodeConfig(method="greedy" if beam == 1 else "beam", beam=beam,
                                   max_length=cfg.data.max_length)

@@ -20,6 +20,13 @@ def data_dir() -> Path:
     return cache / "textdistill" / "data"
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename; the file gets the
     permissions of a newly created one (the umask's), not the temporary file's 0600."""
@@ -29,9 +36,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,8 +7,8 @@ import :mod:`textdistill.analysis.command` without loading numba):
   ``fit_alignment`` -> ``AlignmentModel`` (``.lexical_table()``, ``.align()``),
   ``LexicalTable``, ``Alignments``, ``read_pharaoh``, ``symmetrize``;
 * :mod:`~textdistill.analysis.measures`: ``complexity``, ``faithfulness``,
-  ``fuzzy_reordering_scores``, ``reordering_score``, ``bleu_chrf``,
-  ``LanguageModeEstimator``;
+  ``fuzzy_reordering_scores``, ``reordering_score``, ``LanguageModeEstimator`` (BLEU and
+  chrF come from :mod:`textdistill.metrics`);
 * :mod:`~textdistill.analysis.analyze`: ``analyze``, ``plot_complexity_faithfulness``;
 * :mod:`~textdistill.analysis.command`: ``analyze_command`` (Typer);
 * :mod:`~textdistill.analysis.data`: ``read_lines``, ``read_l10n``, ``write_l10n_columns``.

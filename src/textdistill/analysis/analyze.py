@@ -31,7 +31,6 @@ from textdistill.analysis.data import read_lines
 from textdistill.analysis.measures import (
     DEFAULT_EPSILON,
     LanguageModeEstimator,
-    bleu_chrf,
     complexity,
     faithfulness,
     reordering_score,
@@ -39,6 +38,7 @@ from textdistill.analysis.measures import (
 from textdistill.analysis.tokenize import make_tokenizer
 from textdistill.config import AlignerConfig
 from textdistill.errors import UserError
+from textdistill.metrics import corpus_bleu_chrf
 
 MAX_REPORTED_SKIPS = 20
 
@@ -224,7 +224,7 @@ def analyze(
             res["faithfulness"] = fa["faithfulness"]
             res["faithfulness_token_weighted"] = fa["faithfulness_token_weighted"]
             res["faithfulness_source_types"] = fa["source_types"]
-            res.update(bleu_chrf(lines, corpora[0][2]))
+            res.update(corpus_bleu_chrf(lines, corpora[0][2], signatures=True))
         if estimator is not None:
             res["language_mode"] = estimator.report(tgt_tokens)
         if out_dir is not None:

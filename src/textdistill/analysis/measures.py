@@ -7,7 +7,6 @@
 * :func:`faithfulness` — F(d) = mean over x of KL(p_real(y|x) ‖ p_d(y|x)) with
   additive ε smoothing of p_d (see the function).
 * :func:`fuzzy_reordering_scores` / :func:`reordering_score` — Talbot et al. (2011).
-* :func:`bleu_chrf` — corpus BLEU and chrF with sacrebleu.
 * :class:`LanguageModeEstimator` — the word-level language classifier p(l | y) used for
   the multi-modality study.
 
@@ -216,28 +215,6 @@ def reordering_score(alignments: Alignments | Sequence[Sequence[tuple[int, int]]
         "reordering": float(scores[ok].mean()) if ok.any() else None,
         "scored_sentences": int(ok.sum()),
         "sentences_without_links": int((~ok).sum()),
-    }
-
-
-# ---------------------------------------------------------------------------
-# BLEU / chrF
-# ---------------------------------------------------------------------------
-
-
-def bleu_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
-    """Corpus BLEU and chrF (sacrebleu defaults) of ``hypotheses`` against ``references``."""
-    import sacrebleu
-
-    if len(hypotheses) != len(references):
-        raise ValueError("hypotheses and references differ in length")
-    bleu = sacrebleu.BLEU()
-    chrf = sacrebleu.CHRF()
-    hyps, refs = list(hypotheses), [list(references)]
-    return {
-        "bleu": float(bleu.corpus_score(hyps, refs).score),
-        "chrf": float(chrf.corpus_score(hyps, refs).score),
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
     }
 
 

@@ -152,6 +152,13 @@ class TokenizedDataset(BatchedDataset):
         texts = [e.text for e in examples]
         pairs = [getattr(e, "text_pair", None) for e in examples]
         if any(p is not None for p in pairs):
+            if tokenizer.sep_token is None:
+                raise UserError(
+                    f"the data has a text_pair column but the model's tokenizer "
+                    f"({type(tokenizer).__name__}) has no separator token to join two texts: "
+                    "use a model made for sentence pairs (e.g. BERT-like) or drop "
+                    "columns.text_pair"
+                )
             enc = tokenizer(texts, [p or "" for p in pairs], truncation=True,
                             max_length=max_length)
             self.token_type_ids: list[list[int]] | None = enc.get("token_type_ids")

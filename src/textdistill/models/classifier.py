@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import transformers
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from textdistill.errors import UserError
+from textdistill.models.common import copy_teacher_layers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers.logging.set_verbosity_error()
@@ -58,7 +57,8 @@ def resolve_model_path(name: str) -> Path:
     return path
 
 
-def _is_classifier(config) -> bool:
+def is_classifier(config) -> bool:
+    """Whether ``config`` describes a fine-tuned sequence classifier."""
     return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
 
 
@@ -70,7 +70,7 @@ def load_classifier(name: str, labels: list[str]) -> tuple[torch.nn.Module, obje
     """
     path = resolve_model_path(name)
     config = AutoConfig.from_pretrained(path)
-    if _is_classifier(config):
+    if is_classifier(config):
         have = [config.id2label[i] for i in range(len(config.id2label))]
         if have != labels:
             raise UserError(
@@ -122,64 +122,11 @@ def build_student(
     )
     student = transformers.BertForSequenceClassification(config)
     if init_from_teacher:
-        _copy_teacher_layers(student, teacher, init_from_teacher)
+        copy_teacher_layers(
+            student.bert, teacher.base_model,
+            stacks={"init_from_teacher": ("encoder.layer", init_from_teacher)},
+            shared=("embeddings", "pooler"),
+            widths=("hidden_size", "intermediate_size", "num_attention_heads"),
+            hint="use preset 'minilm-3' or drop init_from_teacher",
+        )
     return student
-
-
-def _copy_teacher_layers(student, teacher, layers: list[int]) -> None:
-    s_cfg, t_cfg = student.config, teacher.config
-    if len(layers) != s_cfg.num_hidden_layers:
-        raise UserError(
-            f"init_from_teacher lists {len(layers)} layers but the student has "
-            f"{s_cfg.num_hidden_layers}: give one teacher layer per student layer"
-        )
-    bad = [n for n in layers if not 1 <= n <= t_cfg.num_hidden_layers]
-    if bad:
-        raise UserError(
-            f"init_from_teacher names layer {bad[0]}, but the teacher has layers "
-            f"1..{t_cfg.num_hidden_layers}"
-        )
-    for attr in ("hidden_size", "intermediate_size", "num_attention_heads"):
-        if getattr(s_cfg, attr) != getattr(t_cfg, attr):
-            raise UserError(
-                f"init_from_teacher needs equal widths, but {attr} is {getattr(s_cfg, attr)} in "
-                f"the student and {getattr(t_cfg, attr)} in the teacher: use preset 'minilm-3' "
-                "or drop init_from_teacher"
-            )
-    t_base = getattr(teacher, teacher.base_model_prefix)
-    s_base = student.bert
-    s_base.embeddings.load_state_dict(t_base.embeddings.state_dict())
-    for s_layer, t_index in zip(s_base.encoder.layer, layers, strict=True):
-        s_layer.load_state_dict(t_base.encoder.layer[t_index - 1].state_dict())
-    if getattr(t_base, "pooler", None) is not None and s_base.pooler is not None:
-        s_base.pooler.load_state_dict(t_base.pooler.state_dict())
-
-
-def save_model(model: torch.nn.Module, tokenizer, out_dir: str | Path) -> None:
-    """Save a model folder (safetensors) atomically: write beside it, then rename."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def count_parameters(model: torch.nn.Module) -> dict[str, int]:
-    """Total parameters and parameters outside the embedding layer."""
-    total = sum(p.numel() for p in model.parameters())
-    base = getattr(model, model.base_model_prefix, model)
-    emb = getattr(base, "embeddings", None)
-    emb_params = sum(p.numel() for p in emb.parameters()) if emb is not None else 0
-    return {"params": total, "params_no_embeddings": total - emb_params}

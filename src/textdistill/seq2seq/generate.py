@@ -27,8 +27,8 @@ Output format (from the suffix of ``out_path`` unless ``out_format`` is given):
 hypothesis (``</s>`` included) divided by ``length ** length_penalty``, computed by one
 teacher-forced pass; rank 0 is the highest score.  Ids are 0-based input line numbers.
 
-Also here: corpus BLEU/chrF and the sentence-BLEU selection of Seq-Inter
-(:func:`select_by_sentence_bleu`).
+Also here: reading k-best lists and the sentence-BLEU selection of Seq-Inter
+(:func:`select_by_sentence_bleu`; the metrics are in :mod:`textdistill.metrics`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from textdistill.config import DecodeConfig
 from textdistill.data.batching import length_batches, pad
 from textdistill.errors import UserError
+from textdistill.metrics import sentence_bleu
+from textdistill.models.seq2seq import load_seq2seq
 from textdistill.paths import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -239,32 +241,6 @@ def plan_shards(batches: list[list[int]], shard_size: int) -> list[list[list[int
 def shard_seed(seed: int, shard: int) -> int:
     """The sampling seed of one shard."""
     return (seed * 1_000_003 + shard) % (2**63 - 1)
-
-
-def load_seq2seq(model_dir: str | Path, device: str | torch.device | None = None):
-    """``(model, tokenizer)`` from a folder written by ``save_seq2seq``, in eval mode."""
-    from transformers import AutoModelForSeq2SeqLM
-
-    from textdistill.seq2seq.presets import freeze_positions
-    from textdistill.seq2seq.vocab import load_tokenizer
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"{model_dir} is not a model folder (no config.json)")
-    tokenizer = load_tokenizer(model_dir)
-    try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), local_files_only=True)
-    except Exception as exc:  # a broken or foreign folder: a problem with the user's input
-        raise UserError(f"cannot load a seq2seq model from {model_dir}: {exc}") from None
-    if len(tokenizer) > model.config.vocab_size:
-        raise UserError(
-            f"the tokenizer in {model_dir} has {len(tokenizer)} tokens but the model only "
-            f"{model.config.vocab_size}: they do not belong together"
-        )
-    freeze_positions(model)
-    if device is not None:
-        model.to(device)
-    return model.eval(), tokenizer
 
 
 def _model_fingerprint(model_dir: Path) -> dict[str, Any]:
@@ -533,7 +509,7 @@ def generate_corpus(
             "seconds": seconds, "processes": state.num_processes}
 
 
-# -- reading k-best lists and sequence-level BLEU ------------------------------------------
+# -- reading k-best lists and selecting by sentence BLEU -----------------------------------
 
 
 def read_kbest(path: str | Path) -> list[list[Hypothesis]]:
@@ -573,26 +549,6 @@ def _as_hypothesis(item) -> Hypothesis:
         return Hypothesis(item["text"], item.get("score"))
     text, score = item[0], item[1] if len(item) > 1 else None
     return Hypothesis(text, score)
-
-
-def corpus_bleu_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus BLEU and chrF (sacrebleu defaults) of detokenized hypotheses."""
-    import sacrebleu
-
-    if len(hypotheses) != len(references):
-        raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    refs = [list(references)]
-    return {
-        "bleu": sacrebleu.corpus_bleu(list(hypotheses), refs).score,
-        "chrf": sacrebleu.corpus_chrf(list(hypotheses), refs).score,
-    }
-
-
-def sentence_bleu(hypothesis: str, reference: str) -> float:
-    """Smoothed sentence BLEU (sacrebleu's ``sentence_bleu``, exponential smoothing)."""
-    import sacrebleu
-
-    return sacrebleu.sentence_bleu(hypothesis, [reference]).score
 
 
 def select_by_sentence_bleu(kbest: Sequence[Sequence[Any]], references: Sequence[str]

@@ -19,21 +19,22 @@ from textdistill.data.batching import ParallelDataset
 from textdistill.data.parallel import load_pairs
 from textdistill.data.readers import read_lines
 from textdistill.errors import UserError
+from textdistill.metrics import corpus_bleu_chrf
+from textdistill.models.common import count_parameters
+from textdistill.models.seq2seq import (
+    build_seq2seq,
+    check_arch,
+    init_from_teacher,
+    load_seq2seq,
+    save_seq2seq,
+)
 from textdistill.objectives import ObjectiveModule, check_task
 from textdistill.paths import atomic_write_json, atomic_write_text
 from textdistill.seq2seq.generate import (
-    corpus_bleu_chrf,
     generate_corpus,
     read_kbest,
     select_by_sentence_bleu,
     translate,
-)
-from textdistill.seq2seq.presets import (
-    build_seq2seq,
-    check_arch,
-    copy_teacher_layers,
-    count_parameters,
-    save_seq2seq,
 )
 from textdistill.seq2seq.vocab import check_languages, load_tokenizer, train_tokenizer
 from textdistill.tasks.seq2seq import Seq2SeqTask
@@ -60,18 +61,15 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     dev_pairs = load_pairs(cfg.data, "dev")
     teacher = None
     if cfg.teacher is not None:
-        from transformers import AutoModelForSeq2SeqLM
-
         check_languages(cfg.teacher, cfg.data.src_lang, cfg.data.tgt_lang)
-        teacher = AutoModelForSeq2SeqLM.from_pretrained(cfg.teacher)
-        tokenizer = load_tokenizer(cfg.teacher)
+        teacher, tokenizer = load_seq2seq(cfg.teacher)
     else:
         tokenizer = _tokenizer(cfg, train_pairs, out_dir)
     check_arch(cfg.arch)
     model = build_seq2seq(cfg.preset, tokenizer, seed=cfg.seed, **cfg.arch)
     if cfg.init_from_teacher is not None:
-        copy_teacher_layers(model, teacher, cfg.init_from_teacher.encoder,
-                            cfg.init_from_teacher.decoder)
+        init_from_teacher(model, teacher, cfg.init_from_teacher.encoder,
+                          cfg.init_from_teacher.decoder)
     needs_teacher = any(o.needs_teacher for o in cfg.objectives)
     module = ObjectiveModule(Seq2SeqTask(), model, [cfg.objectives],
                              teacher if needs_teacher else None)
@@ -91,7 +89,7 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
                       [PhaseSpec("train", cfg.epochs, cfg.optim)], out_dir, evaluate_fn, save_fn,
                       select_metric="bleu", seed=cfg.seed)
     summary = trainer.train(resume=resume)
-    summary.update(train_pairs=len(train_pairs), params=count_parameters(model))
+    summary.update(train_pairs=len(train_pairs), params=count_parameters(model)["params"])
     if trainer.is_main:
         atomic_write_json(out_dir / "metrics.json", summary)
     return summary

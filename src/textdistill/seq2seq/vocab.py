@@ -128,27 +128,29 @@ def decode(tokenizer, ids) -> list[str]:
     )
 
 
+def read_meta(folder: str | Path) -> dict:
+    """The record in ``folder/textdistill.json``; ``{}`` if there is none."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); retrain or fix it") from None
+
+
 def write_languages(
     folder: str | Path, src_lang: str | None, tgt_lang: str | None, **extra
 ) -> None:
     """Record the language pair (and ``extra`` facts) in ``folder/textdistill.json``."""
-    path = Path(folder) / META_FILE
-    meta = {}
-    if path.is_file():
-        meta = json.loads(path.read_text(encoding="utf-8"))
+    meta = read_meta(folder)
     meta.update({"src_lang": src_lang, "tgt_lang": tgt_lang, **extra})
-    atomic_write_json(path, meta)
+    atomic_write_json(Path(folder) / META_FILE, meta)
 
 
 def read_languages(folder: str | Path) -> tuple[str | None, str | None]:
     """The ``(src_lang, tgt_lang)`` recorded in ``folder``; ``(None, None)`` if unrecorded."""
-    path = Path(folder) / META_FILE
-    if not path.is_file():
-        return None, None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); retrain or fix it") from None
+    meta = read_meta(folder)
     return meta.get("src_lang"), meta.get("tgt_lang")
 
 

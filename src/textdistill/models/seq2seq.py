@@ -6,7 +6,8 @@ from the tokenizer.  Encoder, decoder and output layer share one embedding matri
 models are ``transformers.MarianMTModel``, so ``generate()``, ``save_pretrained`` and
 ``from_pretrained`` work as usual.
 
-Also here: checkpoint averaging.
+Also here: saving and loading a model folder with its tokenizer and language pair,
+initialising a student from a teacher's layers, checkpoint averaging.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 import torch
 
 from textdistill.errors import UserError
+from textdistill.models.common import copy_teacher_layers, save_pretrained_atomic
+from textdistill.seq2seq.vocab import META_FILE, load_tokenizer, read_meta
 
 
 @dataclass(frozen=True)
@@ -128,17 +131,6 @@ def build_seq2seq(preset: str | Seq2SeqPreset, tokenizer, *, seed: int | None = 
     return model
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    """Number of distinct trainable parameters (tied weights once; fixed positions excluded)."""
-    seen: set[int] = set()
-    total = 0
-    for name, param in model.named_parameters(remove_duplicate=False):
-        if "embed_positions" not in name and param.requires_grad and id(param) not in seen:
-            seen.add(id(param))
-            total += param.numel()
-    return total
-
-
 def freeze_positions(model: torch.nn.Module) -> torch.nn.Module:
     """Keep the sinusoidal position tables fixed (``from_pretrained`` makes them trainable)."""
     for name, param in model.named_parameters():
@@ -149,15 +141,35 @@ def freeze_positions(model: torch.nn.Module) -> torch.nn.Module:
 
 def save_seq2seq(model, tokenizer, out_dir: str | Path, src_lang: str | None = None,
                  tgt_lang: str | None = None) -> Path:
-    """Save model, tokenizer and the language pair (``textdistill.json``) in one folder."""
-    from textdistill.seq2seq.vocab import read_languages, write_languages
+    """Save model, tokenizer and the language pair (``textdistill.json``) in one folder,
+    atomically; languages left out keep the ones the folder records."""
+    meta = read_meta(out_dir)
+    meta.update(src_lang=src_lang or meta.get("src_lang"),
+                tgt_lang=tgt_lang or meta.get("tgt_lang"))
+    return save_pretrained_atomic(model, tokenizer, out_dir, extra={META_FILE: meta})
 
-    out_dir = Path(out_dir)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    have = read_languages(out_dir)
-    write_languages(out_dir, src_lang or have[0], tgt_lang or have[1])
-    return out_dir
+
+def load_seq2seq(model_dir: str | Path, device: str | torch.device | None = None):
+    """``(model, tokenizer)`` from a folder written by ``save_seq2seq``, in eval mode."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"{model_dir} is not a model folder (no config.json)")
+    tokenizer = load_tokenizer(model_dir)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), local_files_only=True)
+    except Exception as exc:  # a broken or foreign folder: a problem with the user's input
+        raise UserError(f"cannot load a seq2seq model from {model_dir}: {exc}") from None
+    if len(tokenizer) > model.config.vocab_size:
+        raise UserError(
+            f"the tokenizer in {model_dir} has {len(tokenizer)} tokens but the model only "
+            f"{model.config.vocab_size}: they do not belong together"
+        )
+    freeze_positions(model)
+    if device is not None:
+        model.to(device)
+    return model.eval(), tokenizer
 
 
 def _weights_file(path: Path) -> Path:
@@ -204,33 +216,17 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
     }
 
 
-def copy_teacher_layers(student, teacher, encoder: Sequence[int], decoder: Sequence[int]) -> None:
+def init_from_teacher(student, teacher, encoder: Sequence[int], decoder: Sequence[int]) -> None:
     """Initialise ``student`` from ``teacher`` ("shrink and fine-tune", Shleifer & Rush 2020):
     the embeddings and every other weight outside the layer stacks, then teacher encoder layers
     ``encoder`` and decoder layers ``decoder`` (1-based, one per student layer, in order).
     Both models must have the same widths and vocabulary."""
-    s_cfg, t_cfg = student.config, teacher.config
-    for attr in ("d_model", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
-                 "decoder_attention_heads", "vocab_size"):
-        if getattr(s_cfg, attr) != getattr(t_cfg, attr):
-            raise UserError(f"init_from_teacher needs equal widths, but {attr} is "
-                            f"{getattr(s_cfg, attr)} in the student and {getattr(t_cfg, attr)} in "
-                            "the teacher: change only the layer counts in 'arch'")
-    stacks = {"encoder": (encoder, s_cfg.encoder_layers, t_cfg.encoder_layers),
-              "decoder": (decoder, s_cfg.decoder_layers, t_cfg.decoder_layers)}
-    for side, (layers, n_student, n_teacher) in stacks.items():
-        if len(layers) != n_student:
-            raise UserError(f"init_from_teacher.{side} lists {len(layers)} layers but the student "
-                            f"has {n_student}: give one teacher layer per student layer")
-        bad = [n for n in layers if not 1 <= n <= n_teacher]
-        if bad:
-            raise UserError(f"init_from_teacher.{side} names layer {bad[0]}, but the teacher has "
-                            f"layers 1..{n_teacher}")
-    t_state = teacher.state_dict()
-    student.load_state_dict(
-        {k: v for k, v in t_state.items() if ".layers." not in k}, strict=False)
-    for side, (layers, _, _) in stacks.items():
-        s_stack = getattr(student.model, side).layers
-        t_stack = getattr(teacher.model, side).layers
-        for s_layer, t_index in zip(s_stack, layers, strict=True):
-            s_layer.load_state_dict(t_stack[t_index - 1].state_dict())
+    copy_teacher_layers(
+        student, teacher,
+        stacks={"init_from_teacher.encoder": ("model.encoder.layers", encoder),
+                "init_from_teacher.decoder": ("model.decoder.layers", decoder)},
+        shared=("",),
+        widths=("d_model", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
+                "decoder_attention_heads", "vocab_size"),
+        hint="change only the layer counts in 'arch'",
+    )

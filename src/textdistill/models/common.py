@@ -1,0 +1,137 @@
+"""What every model family shares: atomic saving, parameter counts, copying teacher layers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from textdistill.errors import UserError
+from textdistill.paths import current_umask
+
+
+def save_pretrained_atomic(model, tokenizer, out_dir: str | Path,
+                           extra: Mapping[str, dict] | None = None) -> Path:
+    """Write a model folder (safetensors), its tokenizer and ``extra`` JSON files
+    (``{file name: content}``) atomically: into a temporary folder beside ``out_dir``, then one
+    rename. An existing ``out_dir`` is moved aside and removed."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for name, content in (extra or {}).items():
+            (tmp / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        _give_normal_permissions(tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _give_normal_permissions(folder: Path) -> None:
+    """The modes of newly created files and folders (the umask's) for ``folder`` and all in it:
+    ``mkdtemp`` makes the folder private (0700), and safetensors weights arrive as 0600."""
+    umask = current_umask()
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _embedding_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The input embeddings, a BERT-style ``embeddings`` block (word, position and type
+    embeddings with their LayerNorm) and encoder-decoder ``embed_tokens``/``embed_positions``."""
+    modules = [model.get_input_embeddings()] if hasattr(model, "get_input_embeddings") else []
+    base = getattr(model, "base_model", model)
+    if isinstance(getattr(base, "embeddings", None), torch.nn.Module):
+        modules.append(base.embeddings)
+    modules += [m for name, m in model.named_modules()
+                if name.rsplit(".", 1)[-1] in ("embed_tokens", "embed_positions")]
+    return [m for m in modules if m is not None]
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """``params``: distinct parameters that train (tied weights once; frozen ones and fixed
+    sinusoidal position tables, which ``from_pretrained`` marks trainable, left out);
+    ``params_no_embeddings``: those outside the embedding layers."""
+    counted: dict[int, int] = {}
+    for module in model.modules():
+        if "Sinusoidal" in type(module).__name__:
+            continue
+        for param in module.parameters(recurse=False):
+            if param.requires_grad:
+                counted[id(param)] = param.numel()
+    embedding = {id(p) for m in _embedding_modules(model) for p in m.parameters()}
+    total = sum(counted.values())
+    return {"params": total,
+            "params_no_embeddings": total - sum(n for i, n in counted.items() if i in embedding)}
+
+
+def copy_teacher_layers(student: torch.nn.Module, teacher: torch.nn.Module,
+                        stacks: Mapping[str, tuple[str, Sequence[int]]], shared: Sequence[str],
+                        widths: Sequence[str], hint: str) -> None:
+    """Initialise ``student`` from ``teacher`` ("shrink and fine-tune").
+
+    ``stacks`` maps the setting's name shown in errors (e.g. ``init_from_teacher.encoder``) to
+    the module path of a layer list in both models and the teacher layer (1-based) for each
+    student layer, in order. The modules at the paths in ``shared`` (``""``: the whole model)
+    are copied whole, except the layer stacks inside them; a shared module that either model
+    lacks (a BERT without pooler) is skipped. The config attributes ``widths`` must be equal;
+    ``hint`` ends the error when they are not. Weights are copied, never shared.
+    """
+    s_cfg, t_cfg = student.config, teacher.config
+    for attr in widths:
+        if getattr(s_cfg, attr) != getattr(t_cfg, attr):
+            raise UserError(f"init_from_teacher needs equal widths, but {attr} is "
+                            f"{getattr(s_cfg, attr)} in the student and {getattr(t_cfg, attr)} in "
+                            f"the teacher: {hint}")
+    pairs = []
+    for setting, (path, layers) in stacks.items():
+        s_stack, t_stack = student.get_submodule(path), teacher.get_submodule(path)
+        if len(layers) != len(s_stack):
+            raise UserError(f"{setting} lists {len(layers)} layers but the student has "
+                            f"{len(s_stack)}: give one teacher layer per student layer")
+        bad = [n for n in layers if not 1 <= n <= len(t_stack)]
+        if bad:
+            raise UserError(f"{setting} names layer {bad[0]}, but the teacher has layers "
+                            f"1..{len(t_stack)}")
+        pairs += [(s_layer, t_stack[n - 1]) for s_layer, n in zip(s_stack, layers, strict=True)]
+    stack_paths = [path for path, _ in stacks.values()]
+    for path in shared:
+        s_mod = _submodule(student, path)
+        t_mod = _submodule(teacher, path)
+        if s_mod is None or t_mod is None:
+            continue
+        inner = [p[len(path) + 1:] if path else p for p in stack_paths
+                 if not path or p.startswith(f"{path}.")]
+        state = {k: v for k, v in t_mod.state_dict().items()
+                 if not any(k.startswith(f"{p}.") for p in inner)}
+        missing, unexpected = s_mod.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not any(k.startswith(f"{p}.") for p in inner)]
+        if missing or unexpected:
+            raise UserError(f"init_from_teacher: the teacher's {path or 'model'} does not match "
+                            f"the student's ({(missing or unexpected)[0]}): use a teacher of "
+                            "the student's architecture")
+    for s_layer, t_layer in pairs:
+        s_layer.load_state_dict(t_layer.state_dict())
+
+
+def _submodule(model: torch.nn.Module, path: str) -> torch.nn.Module | None:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
