@@ -13,7 +13,7 @@ from textdistill.analysis.analyze import analyze
 from textdistill.analysis.data import read_lines
 from textdistill.analysis.tokenize import make_tokenizer, word_tokenize
 from textdistill.cli import app
-from textdistill.config import AlignerConfig
+from textdistill.config import AlignerConfig, AnalyzeConfig, validate
 from textdistill.errors import UserError
 
 
@@ -46,7 +46,8 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def result(files):
-    return analyze(files["src"], [files["dist"], files["rev"]], real=files["real"], iterations=4)
+    return analyze(files["src"], [files["dist"], files["rev"]], real=files["real"],
+                   aligner=AlignerConfig(iterations=4))
 
 
 def test_result_structure_and_measures(result):
@@ -72,7 +73,8 @@ def test_lines_that_tokenize_to_nothing_are_counted_and_skipped(result):
 
 def test_alignment_files_keep_line_numbers(files, tmp_path):
     out = tmp_path / "al"
-    analyze(files["src"], files["dist"], iterations=1, alignments_dir=out)
+    analyze(files["src"], files["dist"], aligner=AlignerConfig(iterations=1),
+            alignments_dir=out)
     for suffix in ("fwd.align", "rev.align", "sym.align"):
         lines = (out / f"train.dist.{suffix}").read_text().split("\n")[:-1]
         assert len(lines) == 400 and lines[5] == "" and lines[17] == ""
@@ -121,7 +123,7 @@ def test_subword_tokenization(files, tmp_path):
         files["real"],
         tokenize="subwords",
         tokenizer=folder,
-        iterations=2,
+        aligner=AlignerConfig(iterations=2),
     )
     assert res["tokenize"] == "subwords" and res["corpora"][0]["complexity"] is not None
 
@@ -180,8 +182,8 @@ def test_missing_file_and_bad_options(files, tmp_path):
         analyze(files["src"], files["dist"], tokenize="subwords")
     with pytest.raises(UserError, match="tokenizer .* does not exist"):
         analyze(files["src"], files["dist"], tokenize="subwords", tokenizer=tmp_path / "x")
-    with pytest.raises(UserError, match="unknown symmetrization"):
-        analyze(files["src"], files["dist"], symmetrization="union-ish")
+    with pytest.raises(UserError, match="'symmetrization': Input should be 'intersection'"):
+        validate(AlignerConfig, {"symmetrization": "union-ish"})
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
     with pytest.raises(UserError, match="not UTF-8"):
@@ -195,7 +197,7 @@ def test_command_writes_metrics_and_plot(files, tmp_path):
     out = tmp_path / "out"
     res = CliRunner().invoke(app, [
         "analyze", "-o", str(out), "--src", str(files["src"]), str(files["dist"]),
-        str(files["rev"]), "--real", str(files["real"]), "--iterations", "2",
+        "--tgt", str(files["rev"]), "--real", str(files["real"]), "--iterations", "2",
         f"lang_refs={{a: {files['real']}, b: {files['rev']}}}",
     ])
     assert res.exit_code == 0, res.output
@@ -208,15 +210,17 @@ def test_command_writes_metrics_and_plot(files, tmp_path):
     assert not list(out.glob(".*.tmp")) and not list(out.glob(".*png"))
 
 
-def test_command_and_analyze_share_the_aligner_defaults():
+def test_command_analyze_and_aligner_share_the_aligner_defaults():
     from textdistill.analysis.aligner import fit_alignment
 
     defaults = AlignerConfig()
-    for fn in (analyze, fit_alignment):
-        params = inspect.signature(fn).parameters
-        for name in ("iterations", "diagonal", "optimize_tension", "variational_bayes", "alpha",
-                     "p0", "tension"):
-            assert params[name].default == getattr(defaults, name), (fn.__name__, name)
+    assert inspect.signature(analyze).parameters["aligner"].default == defaults
+    assert AnalyzeConfig(src="s", tgt=["t"]).model_dump(include=set(AlignerConfig.model_fields)
+                                                        ) == defaults.model_dump()
+    params = inspect.signature(fit_alignment).parameters
+    for name in ("iterations", "diagonal", "optimize_tension", "variational_bayes", "alpha",
+                 "p0", "tension"):
+        assert params[name].default == getattr(defaults, name), name
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import pytest
 
 from textdistill.analysis.analyze import analyze
 from textdistill.analysis.data import read_l10n, write_l10n_columns
+from textdistill.config import AlignerConfig
 from textdistill.data.corpora import L10N_FILES
 from textdistill.errors import UserError
 from textdistill.paths import data_dir
@@ -33,7 +34,7 @@ def test_dev_en_de_end_to_end(dev):
         dev["en"],
         [dev["cut"]],
         real=dev["de"],
-        iterations=2,
+        aligner=AlignerConfig(iterations=2),
         language_refs={"de": dev["de"], "fr": dev["fr"], "es": dev["es"]},
     )
     real, cut = res["real"], res["corpora"][0]

@@ -70,7 +70,10 @@ def _words_to_overrides(model: type[BaseModel], words: list[str]) -> tuple[list[
                 else:
                     value = words[i]
                     i += 1
-            overrides.append(f"{key}={value}")
+            if key == model.positional:  # --tgt a --tgt b: items of the list
+                bare.append(value)
+            else:
+                overrides.append(f"{key}={value}")
         elif "=" in word:
             overrides.append(word)
         else:

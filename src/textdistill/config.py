@@ -42,6 +42,18 @@ class Columns(Strict):
     label: str = "label"
 
 
+def _corpus_or_files(data: Any, default: str) -> list[str]:
+    """The split files a data config gives; with neither them nor a corpus, the ``default``
+    corpus is set. Both at once is an error."""
+    files = [k for k in ("train", "dev", "test") if getattr(data, k) is not None]
+    if data.corpus is not None and files:
+        raise ValueError(f"give either 'corpus' or train/dev/test files, not both (got corpus "
+                         f"and {', '.join(files)})")
+    if not files and data.corpus is None:
+        data.corpus = default
+    return files
+
+
 class DataConfig(Strict):
     """Classification data, a shipped corpus or the user's own files, and how to batch it.
 
@@ -69,15 +81,10 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        files = [k for k in ("train", "dev", "test") if getattr(self, k) is not None]
-        if self.corpus is not None and files:
-            raise ValueError(f"give either 'corpus' or train/dev/test files, not both (got "
-                             f"corpus and {', '.join(files)})")
+        files = _corpus_or_files(self, "rotten-tomatoes")
         if files and (self.train is None or self.dev is None):
             raise ValueError("own data files need at least 'train' and 'dev' (dev selects the "
                              "best model); or give one file as 'corpus' to split it")
-        if not files and self.corpus is None:
-            self.corpus = "rotten-tomatoes"
         return self
 
 
@@ -303,12 +310,7 @@ class ParallelDataConfig(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ParallelDataConfig:
-        files = [k for k in ("train", "dev", "test") if getattr(self, k) is not None]
-        if self.corpus is not None and files:
-            raise ValueError(f"give either 'corpus' or train/dev/test files, not both (got "
-                             f"corpus and {', '.join(files)})")
-        if not files and self.corpus is None:
-            self.corpus = "l10n"
+        _corpus_or_files(self, "l10n")
         langs = self.tgt_lang.split("+")
         if len(set(langs)) != len(langs) or self.src_lang in langs or not all(langs):
             raise ValueError(f"tgt_lang {self.tgt_lang!r} must be distinct language codes "

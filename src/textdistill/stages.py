@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -18,46 +19,14 @@ from textdistill.config import STAGE_CONFIGS
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140, soft_wrap=True)
 
 
-def _finetune(cfg, out: Path, resume: bool) -> dict:
-    from textdistill.distill import run_finetune
+def _lazy(module: str, function: str) -> Callable[[Any, Path, bool], dict]:
+    """``module.function(cfg, out, resume=...)``, imported when first run (the CLI starts
+    without loading torch and every model library)."""
 
-    return run_finetune(cfg, out, resume=resume)
+    def run(cfg, out: Path, resume: bool) -> dict:
+        return getattr(import_module(module), function)(cfg, out, resume=resume)
 
-
-def _distill(cfg, out: Path, resume: bool) -> dict:
-    from textdistill.distill import run_distill
-
-    return run_distill(cfg, out, resume=resume)
-
-
-def _train(cfg, out: Path, resume: bool) -> dict:
-    from textdistill.seq2seq.train import run_train
-
-    return run_train(cfg, out, resume=resume)
-
-
-def _generate(cfg, out: Path, resume: bool) -> dict:
-    from textdistill.seq2seq.train import run_generate
-
-    return run_generate(cfg, out, resume=resume)
-
-
-def _evaluate(cfg, out: Path, resume: bool) -> dict:
-    from textdistill.evaluate import run_evaluate
-
-    return run_evaluate(cfg, out, resume=resume)
-
-
-def _evaluate_mt(cfg, out: Path, resume: bool) -> dict:
-    from textdistill.evaluate import run_evaluate_mt
-
-    return run_evaluate_mt(cfg, out, resume=resume)
-
-
-def _analyze(cfg, out: Path, resume: bool) -> dict:
-    from textdistill.analysis.command import run_analyze
-
-    return run_analyze(cfg, out, resume=resume)
+    return run
 
 
 def show_trained(summary: dict, out: Path) -> None:
@@ -102,27 +71,27 @@ class StageKind:
 
 
 STAGES: dict[str, StageKind] = {
-    "finetune": StageKind(_finetune, show_trained,
+    "finetune": StageKind(_lazy("textdistill.distill", "run_finetune"), show_trained,
                           "Fine-tune an encoder (default: all-MiniLM-L6-v2) into a classifier: "
                           "the teacher.", {"model": "model"}),
-    "distill": StageKind(_distill, show_trained,
+    "distill": StageKind(_lazy("textdistill.distill", "run_distill"), show_trained,
                          "Train a classifier student from a teacher (or on labels alone).",
                          {"teacher": "model", "student.vocab_from": "model"}),
-    "evaluate": StageKind(_evaluate, show_evaluation,
+    "evaluate": StageKind(_lazy("textdistill.evaluate", "run_evaluate"), show_evaluation,
                           "Accuracy, macro-F1, MCC, size, latency and throughput of classifiers; "
                           "the first model is the reference.", {"models": "model"}),
-    "train": StageKind(_train, show_trained,
+    "train": StageKind(_lazy("textdistill.seq2seq.train", "run_train"), show_trained,
                        "Train a translation model: a teacher on gold data, or a student "
                        "(Seq-KD, word-level KD).",
                        {"teacher": "model", "tokenizer": "model", "data.targets": "targets.txt"}),
-    "generate": StageKind(_generate, show_generated,
+    "generate": StageKind(_lazy("textdistill.seq2seq.train", "run_generate"), show_generated,
                           "Decode a corpus with a teacher (beam, greedy, sampling, k-best): the "
                           "distilled corpus; resumable, multi-process.",
                           {"model": "model", "kbest_from": "kbest.jsonl"}),
-    "evaluate-mt": StageKind(_evaluate_mt, show_evaluation,
+    "evaluate-mt": StageKind(_lazy("textdistill.evaluate", "run_evaluate_mt"), show_evaluation,
                              "BLEU/chrF per beam size, size and speed of translation models.",
                              {"models": "model"}),
-    "analyze": StageKind(_analyze, show_analysis,
+    "analyze": StageKind(_lazy("textdistill.analysis.command", "run_analyze"), show_analysis,
                          "Complexity, faithfulness, reordering, BLEU/chrF and language modes of "
                          "parallel corpora.", {"tgt": "targets.txt", "tokenizer": "model"}),
 }

@@ -19,7 +19,6 @@ import numpy as np
 
 from textdistill.analysis.aligner import (
     ALIGNER,
-    SYMMETRIZATION_METHODS,
     AlignmentModel,
     Alignments,
     EncodedCorpus,
@@ -107,14 +106,7 @@ def analyze(
     tokenize: str = "words",
     tokenizer: str | Path | None = None,
     *,
-    iterations: int = ALIGNER.iterations,
-    diagonal: bool = ALIGNER.diagonal,
-    optimize_tension: bool = ALIGNER.optimize_tension,
-    variational_bayes: bool = ALIGNER.variational_bayes,
-    alpha: float = ALIGNER.alpha,
-    p0: float = ALIGNER.p0,
-    tension: float = ALIGNER.tension,
-    symmetrization: str = ALIGNER.symmetrization,
+    aligner: AlignerConfig = ALIGNER,
     epsilon: float = DEFAULT_EPSILON,
     language_refs: Mapping[str, str | Path] | None = None,
     alignments_dir: str | Path | None = None,
@@ -128,23 +120,15 @@ def analyze(
     tokenizes to nothing are skipped for alignment (counted per corpus in
     ``skipped_lines``; BLEU/chrF still use every line).  ``language_refs`` maps language
     codes to real target-side files of a multi-target corpus and adds the language-mode
-    report of every corpus.  ``alignments_dir`` receives, per corpus, Pharaoh files
-    ``NAME.fwd.align``, ``NAME.rev.align``, ``NAME.sym.align`` (one line per input line)
+    report of every corpus.  ``aligner`` holds the aligner's options.  ``alignments_dir``
+    receives, per corpus, Pharaoh files ``NAME.fwd.align``, ``NAME.rev.align``,
+    ``NAME.sym.align`` (one line per input line)
     and the full lexical tables ``NAME.lex.tsv`` (p(tgt|src)) and ``NAME.lex-rev.tsv``.
 
     Returns a JSON-serialisable dict (see ``docs/analysis.md``).
     """
-    if symmetrization not in SYMMETRIZATION_METHODS:
-        raise UserError(
-            f"unknown symmetrization {symmetrization!r}; "
-            f"choose one of {', '.join(SYMMETRIZATION_METHODS)}"
-        )
     if not epsilon > 0:
         raise UserError(f"epsilon must be > 0, got {epsilon}")
-    settings = AlignerConfig.model_construct(
-        iterations=iterations, diagonal=diagonal, optimize_tension=optimize_tension,
-        variational_bayes=variational_bayes, alpha=alpha, p0=p0, tension=tension,
-        symmetrization=symmetrization)
     say = progress or (lambda _msg: None)
     tok = make_tokenizer(tokenize, tokenizer)
     src = Path(src)
@@ -195,7 +179,7 @@ def analyze(
             raise UserError(
                 f"no line of {path} and {src} has tokens on both sides; nothing to align"
             )
-        aligned = _align_corpus(src_enc, keep, tgt_tokens, settings)
+        aligned = _align_corpus(src_enc, keep, tgt_tokens, aligner)
         skipped = np.flatnonzero(~aligned.keep)
         table = aligned.forward.lexical_table()
         res: dict = {
@@ -247,7 +231,7 @@ def analyze(
         "tokenize": tokenize,
         "tokenizer": str(tokenizer) if tokenizer is not None else None,
         "settings": {
-            **settings.model_dump(),
+            **aligner.model_dump(),
             "epsilon": epsilon,
             "table": "forward p(tgt|src), full, rows renormalised",
         },

@@ -71,11 +71,10 @@ def run_analyze(cfg: AnalyzeConfig, out_dir: str | Path, resume: bool = False) -
 
     out_dir = Path(out_dir)
     save_config(cfg, out_dir / "config.yaml")
-    aligner = cfg.model_dump(include=set(AlignerConfig.model_fields))
+    aligner = AlignerConfig(**cfg.model_dump(include=set(AlignerConfig.model_fields)))
     result = analyze(cfg.src, cfg.tgt, cfg.real, tokenize=cfg.tokenize, tokenizer=cfg.tokenizer,
-                     epsilon=cfg.epsilon, language_refs=cfg.lang_refs or None,
-                     alignments_dir=out_dir / "alignments" if cfg.alignments else None,
-                     **aligner)
+                     aligner=aligner, epsilon=cfg.epsilon, language_refs=cfg.lang_refs or None,
+                     alignments_dir=out_dir / "alignments" if cfg.alignments else None)
     atomic_write_json(out_dir / "metrics.json", result)
     if cfg.real is not None:
         plot_complexity_faithfulness(result, out_dir / "complexity_faithfulness.png")
