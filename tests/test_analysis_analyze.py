@@ -245,3 +245,4 @@ def test_command_mismatch_error(files, tmp_path):
     res = CliRunner().invoke(
         app, ["analyze", "-o", str(tmp_path / "o"), "--src", str(files["src"]), str(short)])
     assert res.exit_code == 2 and "has 3" in res.stderr and "400 lines" in res.stderr
+    assert not (tmp_path / "o").exists()  # nothing half-written

@@ -83,3 +83,4 @@ def test_generate_command_errors(tmp_path, monkeypatch, args, message):
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # nothing half-written

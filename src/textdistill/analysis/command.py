@@ -70,11 +70,11 @@ def run_analyze(cfg: AnalyzeConfig, out_dir: str | Path, resume: bool = False) -
     from textdistill.paths import atomic_write_json
 
     out_dir = Path(out_dir)
-    save_config(cfg, out_dir / "config.yaml")
     aligner = AlignerConfig(**cfg.model_dump(include=set(AlignerConfig.model_fields)))
     result = analyze(cfg.src, cfg.tgt, cfg.real, tokenize=cfg.tokenize, tokenizer=cfg.tokenizer,
                      aligner=aligner, epsilon=cfg.epsilon, language_refs=cfg.lang_refs or None,
                      alignments_dir=out_dir / "alignments" if cfg.alignments else None)
+    save_config(cfg, out_dir / "config.yaml")
     atomic_write_json(out_dir / "metrics.json", result)
     if cfg.real is not None:
         plot_complexity_faithfulness(result, out_dir / "complexity_faithfulness.png")

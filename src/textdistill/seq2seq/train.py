@@ -109,6 +109,8 @@ def run_generate(cfg: GenerateConfig, out_dir: str | Path, resume: bool = False)
         pairs = load_pairs(cfg.data.model_copy(update={"targets": None}), cfg.split)
         sources, references = [s for s, _ in pairs], [t for _, t in pairs]
         langs = {"src_lang": cfg.data.src_lang, "tgt_lang": cfg.data.tgt_lang}
+    if cfg.kbest_from is None and not Path(cfg.model).is_dir():
+        raise UserError(f"model folder {cfg.model} does not exist")
     save_config(cfg, out_dir / "config.yaml")
     if cfg.kbest_from is None:
         decode = DecodeConfig(**cfg.model_dump(include=set(DecodeConfig.model_fields)))
