@@ -1,4 +1,4 @@
-"""Distillation step overhead: textdistill's Trainer + DistillModule vs a minimal hand-written
+"""Distillation step overhead: textdistill's Trainer + ObjectiveModule vs a minimal hand-written
 PyTorch loop doing the same computation (teacher forward without gradients, student forward,
 Hinton KD loss mixed with the hard-label loss, backward, clipping, fused AdamW, linear
 schedule).

@@ -217,7 +217,7 @@ def test_complete_output_is_skipped(teacher, tmp_path):
                               **FAST)
     assert summary["skipped"] and calls == [] and out.stat().st_mtime_ns == before
 
-    with pytest.raises(UserError, match=r"was not made by this configuration.*--overwrite"):
+    with pytest.raises(UserError, match=r"was not made by this configuration.*overwrite=True"):
         _gen(folder, src, out, "beam", beam=2, **FAST)
     with pytest.raises(UserError, match=r"was not made by this configuration"):
         _gen(folder, src[:-1], out, "greedy", **FAST)  # other source lines

@@ -10,7 +10,7 @@ import :mod:`textdistill.analysis.command` without loading numba):
   ``fuzzy_reordering_scores``, ``reordering_score``, ``LanguageModeEstimator`` (BLEU and
   chrF come from :mod:`textdistill.metrics`);
 * :mod:`~textdistill.analysis.analyze`: ``analyze``, ``plot_complexity_faithfulness``;
-* :mod:`~textdistill.analysis.command`: ``analyze_command`` (Typer);
+* :mod:`~textdistill.analysis.command`: ``run_analyze`` (the ``analyze`` stage) and its table;
 * :mod:`~textdistill.analysis.data`: ``read_lines``, ``read_l10n``, ``write_l10n_columns``.
 
 See ``docs/analysis.md``.

@@ -6,7 +6,7 @@
   saving and loading them, checkpoint averaging;
 - :mod:`~textdistill.seq2seq.generate`: resumable, sharded, multi-process corpus decoding
   (beam, greedy, sampling, k-best lists) and Seq-Inter selection;
-- :mod:`~textdistill.seq2seq.command`: the ``generate`` CLI command.
+- :mod:`~textdistill.seq2seq.train`: the ``train`` and ``generate`` stages.
 
 Submodules are imported on demand (``import textdistill.seq2seq`` loads no torch).
 """

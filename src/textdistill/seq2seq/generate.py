@@ -348,14 +348,14 @@ def _check_work_dir(work: Path, work_manifest: dict, overwrite: bool) -> bool:
             return False
         if not overwrite:
             raise UserError(
-                f"{work} holds shards of a run with another configuration; pass overwrite "
-                "(--overwrite) to discard them, or delete the folder"
+                f"{work} holds shards of a run with another configuration; pass "
+                "overwrite=True to discard them, or delete the folder"
             )
         return True
     if work.exists() and (not work.is_dir() or any(work.iterdir())):
         if not overwrite:
             raise UserError(f"{work} exists and is not a shard folder of textdistill; delete it "
-                            "or pass overwrite (--overwrite)")
+                            "or pass overwrite=True")
         return True
     return False
 
@@ -424,7 +424,7 @@ def generate_corpus(
     if complete is None and not overwrite:
         raise UserError(
             f"{out_path} exists but was not made by this configuration (see "
-            f"{manifest_path(out_path).name}); pass overwrite (--overwrite) or choose another "
+            f"{manifest_path(out_path).name}); pass overwrite=True or choose another "
             "output"
         )
 
