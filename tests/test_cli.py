@@ -251,3 +251,21 @@ def test_subprocess_errors_after_loading_models(tmp_path, teacher):
     proc = run_cli("distill", "-o", tmp_path / "out", f"teacher={teacher}", *MICRO,
                    phases("embedding", "attention"))
     assert_user_error(proc.returncode, proc.stderr, "set average_heads: true")
+
+
+def test_inspect_a_data_config_and_a_file(tmp_path):
+    rows = "review,verdict\ngood film,pos\nbad film,neg\ngreat,pos\nawful plot,neg\n"
+    (tmp_path / "a.csv").write_text(rows, encoding="utf-8")
+    result = invoke("data", "inspect", f"train={tmp_path / 'a.csv'}", f"dev={tmp_path / 'a.csv'}",
+                    "columns.text=review", "columns.label=verdict")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["labels"] == ["neg", "pos"]
+    assert info["splits"]["train"] == {"rows": 4, "labels": {"pos": 2, "neg": 2},
+                                       "mean_words": 1.8, "median_words": 2.0, "max_words": 2}
+    result = invoke("data", "inspect", tmp_path / "a.csv", "--text", "review", "--label",
+                    "verdict")
+    assert json.loads(result.stdout)["labels"] == {"pos": 2, "neg": 2}
+    result = invoke("data", "inspect", f"train={tmp_path / 'a.csv'}", f"dev={tmp_path / 'a.csv'}")
+    assert_user_error(result.exit_code, result.stderr, "has no column 'text'", "review",
+                      "verdict")

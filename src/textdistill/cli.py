@@ -157,19 +157,27 @@ def data_list() -> None:
 @data_app.command("inspect")
 @user_errors
 def data_inspect(
-    target: Annotated[str, typer.Argument(help="A corpus name (see 'data list') or a file or "
-                                                "dataset folder.")],
+    target: Annotated[list[str], typer.Argument(
+        help="A corpus name (see 'data list'), a file or dataset folder, or a classification "
+             "data config as key=value words (e.g. train=a.csv dev=b.csv columns.text=review)."
+    )],
     fmt: Annotated[str, typer.Option("--format", help="auto, csv, tsv, jsonl, parquet or hf."
                                      )] = "auto",
     text: Annotated[str, typer.Option(help="Text column of a labelled file.")] = "text",
     text_pair: Annotated[str | None, typer.Option(help="Second text column (pairs).")] = None,
     label: Annotated[str, typer.Option(help="Label column of a labelled file.")] = "label",
 ) -> None:
-    """Rows, labels and text lengths of a corpus or of your own file."""
-    from textdistill.data.corpora import describe
+    """Rows, labels and text lengths of a corpus, a file, or a data config's splits."""
+    from textdistill.config import DataConfig
+    from textdistill.data.corpora import describe, describe_config
 
-    typer.echo(json.dumps(describe(target, fmt=fmt, text=text, text_pair=text_pair,
-                                   label=label), indent=2))
+    if all("=" in word for word in target):
+        info = describe_config(load_config(DataConfig, None, target))
+    elif len(target) == 1:
+        info = describe(target[0], fmt=fmt, text=text, text_pair=text_pair, label=label)
+    else:
+        raise UserError("give one corpus name or file, or a data config as key=value words")
+    typer.echo(json.dumps(info, indent=2))
 
 
 @data_app.command(

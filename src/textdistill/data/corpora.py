@@ -362,25 +362,30 @@ def _describe_file(path: str, fmt: str, columns: Columns) -> dict:
     return info
 
 
+def describe_config(cfg: DataConfig) -> dict:
+    """The splits of a classification data config: rows, label counts, text lengths."""
+    corpus = load_classification(cfg)
+    return {
+        "name": corpus.name,
+        "labels": corpus.labels,
+        "splits": {
+            split: {
+                "rows": len(rows),
+                "labels": dict(Counter(corpus.labels[e.label] for e in rows)),
+                **_length_stats([e.text for e in rows]),
+            }
+            for split, rows in corpus.splits.items()
+        },
+    }
+
+
 def describe(target: str, *, fmt: str = "auto", text: str = "text",
              text_pair: str | None = None, label: str = "label") -> dict:
     """Sizes, label counts and text lengths of a registered corpus by name, or of a file or
     dataset folder: a table (read with this format and these column names) or, when its name
     says no table format, plain text (one paragraph or sentence per line)."""
     if target in PRESETS:
-        corpus = load_classification(DataConfig(corpus=target))
-        return {
-            "name": target,
-            "labels": corpus.labels,
-            "splits": {
-                split: {
-                    "rows": len(rows),
-                    "labels": dict(Counter(corpus.labels[e.label] for e in rows)),
-                    **_length_stats([e.text for e in rows]),
-                }
-                for split, rows in corpus.splits.items()
-            },
-        }
+        return describe_config(DataConfig(corpus=target))
     if target == "l10n":
         return {
             "name": target,
