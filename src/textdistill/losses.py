@@ -177,18 +177,16 @@ def hard_label_loss(
     classes = logits.shape[-1]
     flat_labels = labels.reshape(-1).long()
     keep = flat_labels != ignore_index
-    if int(keep.sum()) == 0:
+    count = keep.sum()
+    if int(count) == 0:
         return _empty_zero(logits)
-    kept = flat_labels[keep]
-    bad = (kept < 0) | (kept >= classes)
+    bad = keep & ((flat_labels < 0) | (flat_labels >= classes))
     if bool(bad.any()):
-        raise UserError(f"label id {int(kept[bad][0])} is out of range for {classes} classes; "
-                        "labels must be 0..C-1 (or -100 to ignore a position)")
-    log_p = F.log_softmax(logits.reshape(-1, classes)[keep].float(), dim=-1)
-    nll = -log_p.gather(-1, kept.unsqueeze(-1)).squeeze(-1)
-    if smoothing:
-        nll = (1.0 - smoothing) * nll - smoothing * log_p.mean(-1)
-    return nll.mean()
+        raise UserError(f"label id {int(flat_labels[bad][0])} is out of range for {classes} "
+                        "classes; labels must be 0..C-1 (or -100 to ignore a position)")
+    total = F.cross_entropy(logits.reshape(-1, classes).float(), flat_labels,
+                            ignore_index=ignore_index, reduction="sum", label_smoothing=smoothing)
+    return total / count
 
 
 def soft_target_loss(
