@@ -155,6 +155,9 @@ def test_unknown_key_suggests_the_closest_valid_key(model, override, key, hint):
     [
         ("stages.0.data.batch_size=lots", "stages.0.data.batch_size", "(got 'lots')"),
         ("stages.0.optim.lr=fast", "stages.0.optim.lr", "valid number"),
+        ("stages.0.optim.max_grad_norm=-1", "stages.0.optim.max_grad_norm", "greater than 0"),
+        ("stages.0.seed=-1", "stages.0.seed", "greater than or equal to 0"),
+        ("stages.0.seed=4294967296", "stages.0.seed", "less than 4294967296"),
         ("stages.1.phases.0.objectives.0.temperature=0",
          "stages.1.phases.0.objectives.0.temperature", "greater than 0"),
         ("stages.1.phases.0.objectives.0.temperature=.inf",

@@ -48,6 +48,8 @@ def test_generate_command(tmp_path):
     assert len((out / "targets.txt").read_text().splitlines()) == 2
     config = (out / "config.yaml").read_text()
     assert "beam: 3" in config and "num_return: 2" in config and "seed: 1" in config
+    run = json.loads((out / "run.json").read_text())  # what ran, where
+    assert run["packages"]["transformers"] and run["torch_threads"] >= 1
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and (out / "kbest.jsonl").read_text().count("\n") == 4
 

@@ -100,7 +100,7 @@ def _stage_command(kind: str, stage: StageKind) -> None:
     ) -> None:
         overrides, values = _words_to_overrides(model, list(ctx.args))
         cfg = load_config(model, config, overrides, values)
-        result = stage.run(cfg, out, resume)
+        result = stage.execute(cfg, out, resume)
         from accelerate import PartialState
 
         if PartialState().is_main_process:

@@ -19,6 +19,9 @@ from pydantic import (
 
 from textdistill.errors import UserError
 
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+"""A random seed: 0 <= seed < 2**32 (NumPy's range)."""
+
 
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors."""
@@ -70,7 +73,7 @@ class DataConfig(Strict):
     labels: list[str] | None = None
     """Label names in id order; by default the sorted labels of the training split (integer
     labels in numeric order)."""
-    split_seed: int = 13
+    split_seed: Seed = 13
     dev_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_length: int = Field(128, gt=1)
@@ -97,7 +100,8 @@ class OptimConfig(Strict):
     warmup_steps: int | None = Field(None, ge=0)
     """Overrides warmup_ratio when set."""
     schedule: Literal["linear", "inverse_sqrt"] = "linear"
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = Field(1.0, gt=0, allow_inf_nan=False)
+    """Clip the gradient norm to this (> 0); null: no clipping."""
 
 
 class LayerMapConfig(Strict):
@@ -246,7 +250,7 @@ class FinetuneConfig(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     epochs: float = Field(3, gt=0)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    seed: int = 42
+    seed: Seed = 42
     select_metric: str = "accuracy"
 
 
@@ -259,7 +263,7 @@ class DistillConfig(Strict):
     student: StudentConfig = Field(default_factory=StudentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     phases: list[Phase] = Field(default_factory=lambda: [Phase()], min_length=1)
-    seed: int = 42
+    seed: Seed = 42
     select_metric: str = "accuracy"
 
     @model_validator(mode="after")
@@ -352,7 +356,7 @@ class Seq2SeqConfig(Strict):
     teacher: str | None = None
     init_from_teacher: Seq2SeqInit | None = None
     """Start from the teacher's embeddings and these layers instead of random weights."""
-    seed: int = 42
+    seed: Seed = 42
 
     @model_validator(mode="after")
     def _teacher_needed(self) -> Seq2SeqConfig:
@@ -381,7 +385,7 @@ class DecodeConfig(Strict):
     """Each output has at most ⌊max_len_a · source tokens + max_len_b⌋ tokens ..."""
     max_length: int = Field(256, ge=1)
     """... and at most max_length (``</s>`` included)."""
-    seed: int = 0
+    seed: Seed = 0
     """Sampling seed (per shard, so results do not depend on processes or interruptions)."""
 
     @model_validator(mode="after")

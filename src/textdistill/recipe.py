@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -13,6 +14,7 @@ from textdistill.config import Recipe, config_hash, save_config
 from textdistill.errors import UserError
 from textdistill.paths import atomic_write_json
 from textdistill.report import write_report
+from textdistill.runs import one_writer
 from textdistill.stages import STAGES, show_evaluation
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
@@ -67,6 +69,13 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
     of it, and nothing else; stages that do not use each other can run in separate processes
     (``only``)."""
     run_dir = Path(run_dir)
+    with one_writer(run_dir) if only is None else nullcontext():
+        return _run_recipe(recipe, run_dir, resume, only)
+
+
+def _run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
+               only: list[str] | None = None) -> dict:
+    run_dir = Path(run_dir)
     names = [stage.name for stage in recipe.stages]
     unknown = [name for name in only or [] if name not in names]
     if unknown:
@@ -101,7 +110,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
         marker.unlink(missing_ok=True)
         can_resume = resume and (out_dir / "checkpoint" / "state.json").is_file()
         kind = STAGES[stage.kind]
-        metrics[stage.name] = kind.run(resolved, out_dir, can_resume)
+        metrics[stage.name] = kind.execute(resolved, out_dir, can_resume)
         if kind.show is show_evaluation:
             kind.show(metrics[stage.name], out_dir)
         atomic_write_json(marker, {"config": digest})

@@ -1,0 +1,78 @@
+"""One writer per output folder (a file lock, taken over when its holder died) and run.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+from typer.testing import CliRunner
+
+from textdistill.cli import app
+from textdistill.errors import UserError
+from textdistill.runs import one_writer, run_info, write_run_info
+
+HOLD = """
+import sys, time
+from textdistill.runs import one_writer
+with one_writer(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_writer_stops_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "RANK": "0"})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError) as exc:
+            with one_writer(out):
+                pass
+        message = str(exc.value)
+        assert str(out) in message and f"pid {holder.pid}" in message
+        assert "\n" not in message
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with one_writer(out):  # the dead process's lock is released by the system
+        (out / "x").write_text("mine")
+    assert (out / "x").read_text() == "mine"
+
+
+def test_an_output_path_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="is a file, not an output folder"):
+        with one_writer(tmp_path / "f"):
+            pass
+    result = CliRunner().invoke(app, ["generate", "-o", str(tmp_path / "f"), "--model", "m",
+                                      "--src", "s"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert "is a file, not an output folder" in result.stderr
+
+
+def test_other_ranks_do_not_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    with one_writer(tmp_path / "a"), one_writer(tmp_path / "a"):
+        pass
+    write_run_info(tmp_path / "a")
+    assert not (tmp_path / "a" / "run.json").exists()
+
+
+def test_run_info_records_versions_threads_and_machine(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.delenv("RANK", raising=False)
+    write_run_info(tmp_path)
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info == json.loads(json.dumps(info))
+    assert info["packages"]["transformers"] == metadata.version("transformers")
+    assert info["packages"]["torch"] == metadata.version("torch")
+    assert info["torch_threads"] == torch.get_num_threads()
+    assert info["precision"] == "fp32" and info["machine"]["cpus"] == os.cpu_count()
+    assert set(run_info()) == set(info)
