@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from textdistill.paths import atomic_write_json
 PACKAGES = ("textdistill", "torch", "transformers", "accelerate", "tokenizers", "datasets",
             "safetensors", "sacrebleu", "numpy", "scikit-learn")
 LOCK_FILE = ".textdistill.lock"
+RUN_FILE = "run.json"
 
 
 def _is_main_process() -> bool:
@@ -40,6 +42,7 @@ def one_writer(folder: str | Path) -> Iterator[None]:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} is a file, not an output folder: choose another path")
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -58,6 +61,8 @@ def one_writer(folder: str | Path) -> Iterator[None]:
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
+        if created and {p.name for p in folder.iterdir()} <= {LOCK_FILE, RUN_FILE}:
+            shutil.rmtree(folder, ignore_errors=True)  # a run that wrote nothing leaves nothing
 
 
 def _git_commit() -> str | None:
@@ -99,4 +104,4 @@ def run_info() -> dict[str, Any]:
 def write_run_info(folder: str | Path) -> None:
     """``folder/run.json`` (main process only)."""
     if _is_main_process():
-        atomic_write_json(Path(folder) / "run.json", run_info())
+        atomic_write_json(Path(folder) / RUN_FILE, run_info())
