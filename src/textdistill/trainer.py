@@ -25,6 +25,7 @@ from transformers import get_inverse_sqrt_schedule, get_linear_schedule_with_war
 from textdistill.config import OptimConfig
 from textdistill.data.batching import TrainData
 from textdistill.errors import TrainingDiverged, UserError
+from textdistill.paths import new_dir_beside, recover_dir, replace_dir
 
 console = Console(stderr=True)
 
@@ -168,23 +169,21 @@ class Trainer:
     def _save_checkpoint(self, state: TrainState, optimizer, scheduler) -> None:
         self.accelerator.wait_for_everyone()
         if self.is_main:
-            tmp = self.ckpt_dir.with_name(".checkpoint.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            # save_model drops duplicates of tied weights (shared embeddings)
-            save_model(self.accelerator.unwrap_model(self.module), str(tmp / "module.safetensors"))
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": _rng_state()},
-                tmp / "optimizer.pt",
-            )
-            (tmp / "state.json").write_text(json.dumps(state.__dict__, indent=2))
-            old = self.ckpt_dir.with_name(".checkpoint.old")
-            shutil.rmtree(old, ignore_errors=True)
-            if self.ckpt_dir.exists():
-                self.ckpt_dir.rename(old)
-            tmp.rename(self.ckpt_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            tmp = new_dir_beside(self.ckpt_dir)
+            try:
+                # save_model drops duplicates of tied weights (shared embeddings)
+                save_model(self.accelerator.unwrap_model(self.module),
+                           str(tmp / "module.safetensors"))
+                torch.save(
+                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "rng": _rng_state()},
+                    tmp / "optimizer.pt",
+                )
+                (tmp / "state.json").write_text(json.dumps(state.__dict__, indent=2))
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            replace_dir(tmp, self.ckpt_dir)
         self.accelerator.wait_for_everyone()
 
     def _load_checkpoint(self) -> tuple[TrainState, dict]:
@@ -226,6 +225,10 @@ class Trainer:
 
     def train(self, resume: bool = False) -> dict:
         """Run every phase to the end (or from the checkpoint); returns a training summary."""
+        if self.is_main:  # finish or undo saves that a killed run interrupted
+            recover_dir(self.ckpt_dir)
+            recover_dir(self.model_dir)
+        self.accelerator.wait_for_everyone()
         torch.manual_seed(self.seed)
         state, restored = (self._load_checkpoint() if resume else (TrainState(), None))
         if not resume:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
 from textdistill.errors import UserError
-from textdistill.paths import current_umask
+from textdistill.paths import new_dir_beside, replace_dir
 
 
 def save_pretrained_atomic(model, tokenizer, out_dir: str | Path,
@@ -21,35 +19,17 @@ def save_pretrained_atomic(model, tokenizer, out_dir: str | Path,
     (``{file name: content}``) atomically: into a temporary folder beside ``out_dir``, then one
     rename. An existing ``out_dir`` is moved aside and removed."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp = new_dir_beside(out_dir)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for name, content in (extra or {}).items():
             (tmp / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-        _give_normal_permissions(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    replace_dir(tmp, out_dir)
     return out_dir
-
-
-def _give_normal_permissions(folder: Path) -> None:
-    """The modes of newly created files and folders (the umask's) for ``folder`` and all in it:
-    ``mkdtemp`` makes the folder private (0700), and safetensors weights arrive as 0600."""
-    umask = current_umask()
-    os.chmod(folder, 0o777 & ~umask)
-    for path in folder.rglob("*"):
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _embedding_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
