@@ -76,3 +76,24 @@ def test_run_info_records_versions_threads_and_machine(tmp_path, monkeypatch):
     assert info["torch_threads"] == torch.get_num_threads()
     assert info["precision"] == "fp32" and info["machine"]["cpus"] == os.cpu_count()
     assert set(run_info()) == set(info)
+
+
+def test_a_recipe_run_folder_has_one_writer(tmp_path):
+    from textdistill.config import Recipe, validate
+    from textdistill.recipe import run_recipe
+
+    recipe = validate(Recipe, {"name": "r", "stages": [
+        {"kind": "evaluate", "name": "e", "models": ["nowhere"]}]})
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "run")],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "RANK": "0"})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=f"being written by another textdistill process "
+                                            f"\\(pid {holder.pid}\\)"):
+            run_recipe(recipe, tmp_path / "run")
+        # --only runs independent stages side by side: no lock on the run folder then
+        with pytest.raises(UserError, match="'nowhere' is not a Hugging Face model folder"):
+            run_recipe(recipe, tmp_path / "run", only=["e"])
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
