@@ -13,6 +13,7 @@ from conftest import MICRO, RECIPE, TINY_DATA, phases, run_cli
 from typer.testing import CliRunner
 
 from textdistill.cli import app
+from textdistill.errors import UserError
 from textdistill.paths import DATA_ENV
 
 runner = CliRunner()
@@ -269,3 +270,21 @@ def test_inspect_a_data_config_and_a_file(tmp_path):
     result = invoke("data", "inspect", f"train={tmp_path / 'a.csv'}", f"dev={tmp_path / 'a.csv'}")
     assert_user_error(result.exit_code, result.stderr, "has no column 'text'", "review",
                       "verdict")
+
+
+def test_command_words_become_the_configs_keys():
+    from textdistill.cli import _words_to_overrides
+    from textdistill.config import AnalyzeConfig, GenerateConfig
+
+    overrides, values = _words_to_overrides(AnalyzeConfig, [
+        "a.de", "--no-variational-bayes", "--alignments", "--iterations", "2", "--tgt", "b.de",
+        "--p0=0.1", "data.x=1", "--src", "s.en"])
+    assert overrides == ["variational_bayes=false", "alignments=true", "iterations=2", "p0=0.1",
+                         "data.x=1", "src=s.en"]
+    assert values == {"tgt": ["a.de", "b.de"]}
+    overrides, _ = _words_to_overrides(GenerateConfig, ["--num-return", "5"])
+    assert overrides == ["num_return=5"]
+    with pytest.raises(UserError, match="option --seed needs a value"):
+        _words_to_overrides(GenerateConfig, ["--seed", "--beam", "2"])
+    result = invoke("generate", "-o", "x", "--model", "m", "--seed")
+    assert_user_error(result.exit_code, result.stderr, "option --seed needs a value")

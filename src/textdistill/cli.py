@@ -64,9 +64,13 @@ def _words_to_overrides(model: type[BaseModel], words: list[str]) -> tuple[list[
                 field = model.model_fields.get(key)
                 if key.startswith("no_") and field is None and key[3:] in model.model_fields:
                     key, value = key[3:], "false"
-                elif (field is not None and field.annotation is bool) or i == len(words) or \
-                        words[i].startswith("--"):
+                elif field is not None and field.annotation is bool:
                     value = "true"
+                elif i == len(words) or words[i].startswith("--"):
+                    if field is not None:
+                        raise UserError(f"option --{word[2:]} needs a value: --{word[2:]} VALUE "
+                                        f"or {key}=VALUE")
+                    value = "true"  # an unknown key: validation names it
                 else:
                     value = words[i]
                     i += 1
