@@ -7,6 +7,7 @@ a traceback, both through Typer's test runner and in a real subprocess.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from conftest import MICRO, RECIPE, TINY_DATA, phases, run_cli
@@ -210,10 +211,58 @@ def test_empty_dataset(tmp_path, monkeypatch):
                       "max_*_examples")
 
 
-def test_resume_without_a_checkpoint(tmp_path):
-    result = invoke("distill", "-o", tmp_path / "out", "--resume", *MICRO)
-    assert_user_error(result.exit_code, result.stderr, "--resume: no checkpoint in",
-                      str(tmp_path / "out" / "checkpoint"))
+def test_resume_with_other_settings_names_them_and_changes_nothing(tmp_path, kd_run):
+    run, cfg, _ = kd_run
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = invoke("distill", "-o", out, "--resume", "-c", out / "config.yaml",
+                    "student.preset=tiny-2", "phases.0.optim.lr=0.01", "seed=7")
+    assert_user_error(result.exit_code, result.stderr, f"--resume: the run in {out} was made "
+                      "with other settings of phases.0.optim.lr, seed, student.preset",
+                      "--overwrite")
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    after.pop(out / ".textdistill.lock")  # the lock file stays (empty)
+    assert after == before
+
+
+def test_settings_that_may_change_on_resume(kd_run):
+    """More epochs (and another eval batch size) extend a run; any other key does not."""
+    from textdistill.runs import training_changes
+
+    run, cfg, _ = kd_run
+    phase = cfg.phases[0].model_copy(update={"epochs": 3})
+    longer = cfg.model_copy(update={"phases": [phase], "name": "renamed",
+                                    "data": cfg.data.model_copy(update={"eval_batch_size": 8})})
+    assert training_changes(run, longer) == []
+    other = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_length": 16})})
+    assert training_changes(run, other) == ["data.max_length"]
+
+
+def test_a_fresh_run_into_a_used_folder_needs_overwrite(tmp_path):
+    out = tmp_path / "out"
+    (out / "model").mkdir(parents=True)
+    (out / "config.yaml").write_text("kind: distill\n")
+    (out / "metrics.json").write_text("{}")
+    args = ["distill", "-o", out, f"teacher={tmp_path / 'missing'}", *MICRO]
+    result = invoke(*args)
+    assert_user_error(result.exit_code, result.stderr, f"{out} holds the outputs of an earlier "
+                      "run (config.yaml, metrics.json, model)", "--resume", "--overwrite")
+    assert (out / "metrics.json").is_file()
+    # --overwrite removes the old outputs before anything else, even if the run then fails
+    result = invoke(*args, "--overwrite")
+    assert_user_error(result.exit_code, result.stderr, "is not a Hugging Face model folder")
+    assert not (out / "metrics.json").exists() and not (out / "model").exists()
+    result = invoke(*args, "--overwrite", "--resume")
+    assert_user_error(result.exit_code, result.stderr, "give one of them")
+
+
+def test_overwrite_only_replaces_a_textdistill_run(tmp_path):
+    (tmp_path / "thesis.tex").write_text("mine")
+    result = invoke("distill", "-o", tmp_path, "--overwrite", *MICRO)
+    assert_user_error(result.exit_code, result.stderr, "holds files that textdistill did not "
+                      "write (thesis.tex, ...)", "choose an empty or new folder")
+    assert (tmp_path / "thesis.tex").read_text() == "mine"
 
 
 def test_evaluate_a_folder_that_is_not_a_model(tmp_path):
@@ -288,3 +337,75 @@ def test_command_words_become_the_configs_keys():
         _words_to_overrides(GenerateConfig, ["--seed", "--beam", "2"])
     result = invoke("generate", "-o", "x", "--model", "m", "--seed")
     assert_user_error(result.exit_code, result.stderr, "option --seed needs a value")
+
+
+# -- damaged model folders and files ---------------------------------------------------------
+
+def _damage(folder, damage: str) -> None:
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    if damage == "missing weights":
+        weights.unlink()
+    elif damage == "only pickled weights":
+        weights.unlink()
+        (folder / "pytorch_model.bin").write_bytes(b"pickle")
+    elif damage == "empty weights":
+        weights.write_bytes(b"")
+    elif damage == "truncated weights":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "invalid config.json":
+        (folder / "config.json").write_text('{"model_type": "bert",', encoding="utf-8")
+    elif damage == "config.json not UTF-8":
+        (folder / "config.json").write_bytes(b'{"model_type": "\xff"}')
+    elif damage == "no tokenizer files":
+        for name in ("tokenizer.json", "vocab.txt"):
+            (folder / name).unlink(missing_ok=True)
+    elif damage == "another tokenizer":
+        (folder / "tokenizer.json").unlink()
+        words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]
+        (folder / "vocab.txt").write_text("".join(w + "\n" for w in words), encoding="utf-8")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("missing weights", "has no model.safetensors: the folder is incomplete"),
+    ("only pickled weights", "it has pytorch_model.bin, which textdistill does not load"),
+    ("empty weights", "model.safetensors is damaged"),
+    ("truncated weights", "model.safetensors is damaged"),
+    ("invalid config.json", "config.json is not valid JSON"),
+    ("config.json not UTF-8", "config.json is not valid JSON"),
+    ("no tokenizer files", "has no tokenizer files"),
+    ("another tokenizer", "has 7 tokens but the model's embeddings have 30522 rows"),
+])
+def test_a_damaged_model_folder_is_one_line_before_any_work(tmp_path, kd_run, damage, message):
+    """A teacher or a model to evaluate is checked before training or evaluating starts (the
+    micro-2 student of kd_run stands in for a teacher: a classifier with its tokenizer)."""
+    model = tmp_path / "model"
+    shutil.copytree(kd_run[0] / "model", model)
+    _damage(model, damage)
+    result = invoke("distill", "-o", tmp_path / "d", f"teacher={model}", *MICRO,
+                    phases("kd"))
+    assert_user_error(result.exit_code, result.stderr, str(model), message)
+    assert not (tmp_path / "d").exists()  # nothing written
+    result = invoke("evaluate", model, "-o", tmp_path / "e", *TINY_DATA)
+    assert_user_error(result.exit_code, result.stderr, str(model), message)
+
+
+def test_a_config_file_that_is_not_utf8(tmp_path):
+    (tmp_path / "c.yaml").write_bytes(b"seed: 1\nname: caf\xe9\n")
+    result = invoke("distill", "-o", tmp_path / "out", "-c", tmp_path / "c.yaml")
+    assert_user_error(result.exit_code, result.stderr, "c.yaml is not UTF-8 text (byte 17",
+                      "save it as UTF-8")
+    result = invoke("run", tmp_path / "c.yaml")
+    assert_user_error(result.exit_code, result.stderr, "c.yaml is not UTF-8 text")
+
+
+def test_generate_with_an_empty_source_file(tmp_path):
+    (tmp_path / "empty.en").write_text("", encoding="utf-8")
+    result = invoke("generate", "-o", tmp_path / "out", "--model", tmp_path, "--src",
+                    tmp_path / "empty.en")
+    assert_user_error(result.exit_code, result.stderr, "empty.en has no lines to decode")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("x")
+    result = invoke("generate", "-o", tmp_path / "file" / "out", "--model", tmp_path, "--src",
+                    tmp_path / "empty.en")
+    assert_user_error(result.exit_code, result.stderr, "cannot create the output folder")

@@ -134,9 +134,11 @@ def test_recipe_skips_up_to_date_stages_and_reruns_changed_ones(tmp_path, monkey
     run_dir = tmp_path / "run"
     recipe = _tiny_recipe()
     calls: list[str] = []
+    resumed: list[bool] = []
     for kind in ("distill", "evaluate"):
         def recording_run(stage, out_dir, resume, real=STAGES[kind].run):
             calls.append(stage.name)
+            resumed.append(resume)
             return real(stage, out_dir, resume)
 
         monkeypatch.setitem(STAGES, kind, replace(STAGES[kind], run=recording_run))
@@ -181,6 +183,15 @@ def test_recipe_skips_up_to_date_stages_and_reruns_changed_ones(tmp_path, monkey
     (run_dir / "compare" / "stage.json").unlink()
     recipe_mod.run_recipe(_tiny_recipe(temperature=3.0), run_dir)
     assert calls == ["compare"]
+
+    # With --resume, a stage whose settings changed trains anew, not on from its checkpoint.
+    calls.clear()
+    resumed.clear()
+    recipe_mod.run_recipe(_tiny_recipe(temperature=4.0), run_dir, resume=True)
+    assert calls == ["kd", "compare"] and resumed[0] is False
+    state = json.loads((run_dir / "kd" / "checkpoint" / "state.json").read_text())
+    assert state["config"]["phases.0.objectives.0.temperature"] == 4.0
+    assert state["global_step"] == 1
 
 
 def test_recipe_only_runs_named_stages_and_reruns_only_what_depends_on_a_change(

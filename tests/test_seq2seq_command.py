@@ -50,7 +50,9 @@ def test_generate_command(tmp_path):
     assert "beam: 3" in config and "num_return: 2" in config and "seed: 1" in config
     run = json.loads((out / "run.json").read_text())  # what ran, where
     assert run["packages"]["transformers"] and run["torch_threads"] >= 1
-    again = runner.invoke(app, args)
+    again = runner.invoke(app, args)  # a second run into the same folder must say which
+    assert again.exit_code == 2 and "holds the outputs of an earlier run" in again.stderr
+    again = runner.invoke(app, [*args, "--resume"])  # the finished corpus is kept
     assert again.exit_code == 0 and (out / "kbest.jsonl").read_text().count("\n") == 4
 
 

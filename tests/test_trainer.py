@@ -184,7 +184,9 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     assert state["global_step"] == 4 and state["epoch"] == 1 and state["step_in_epoch"] == 0
     weights = load_file(tmp_path / "checkpoint" / "module.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
-    assert (tmp_path / "model" / "weights.pt").is_file()  # epoch 1's best model survives
+    # epoch 1's best model survives in the checkpoint; model/ appears only when a run ends
+    assert (tmp_path / "checkpoint" / "best" / "weights.pt").is_file()
+    assert not (tmp_path / "model").exists()
     steps = [r["step"] for r in read_jsonl(tmp_path / "logs" / "metrics.jsonl")]
     assert max(steps) == 5
 
@@ -207,10 +209,64 @@ def test_nan_loss_before_any_checkpoint(tmp_path):
     assert not (tmp_path / "checkpoint").exists()
 
 
-def test_resume_without_a_checkpoint(tmp_path):
-    trainer = make_trainer(tmp_path, Toy(), scripted_eval([0.5]), epochs=(1,))
-    with pytest.raises(UserError, match="--resume: no checkpoint in .*run without --resume"):
-        trainer.train(resume=True)
+def test_resume_without_a_checkpoint_starts_from_the_beginning(tmp_path):
+    """A run killed before its first checkpoint: --resume starts it again, and what the killed
+    run left (logs, a best model saved before the checkpoint) is not mixed into the new one."""
+    torch.manual_seed(3)
+    reference = Toy()
+    init = {k: v.clone() for k, v in reference.state_dict().items()}
+    make_trainer(tmp_path / "full", reference, scripted_eval([0.5]), epochs=(1,)).train()
+    (tmp_path / "cut" / "logs").mkdir(parents=True)
+    (tmp_path / "cut" / "logs" / "metrics.jsonl").write_text('{"kind": "train", "step": 99}\n')
+    (tmp_path / "cut" / ".checkpoint.tmpab").mkdir()
+    module = Toy()
+    module.load_state_dict(init)
+    summary = make_trainer(tmp_path / "cut", module, scripted_eval([0.5]),
+                           epochs=(1,)).train(resume=True)
+    assert summary["steps"] == 4 and module.calls == 4
+    assert torch.equal(module.linear.weight, reference.linear.weight)
+    steps = [r["step"] for r in read_jsonl(tmp_path / "cut" / "logs" / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4, 4]
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["checkpoint", "logs",
+                                                                    "model"]
+
+
+def test_model_folder_appears_only_when_training_ends(tmp_path):
+    seen = []
+    trainer = make_trainer(tmp_path, Toy(), scripted_eval([0.5, 0.9]), epochs=(2,))
+    real_eval = trainer.evaluate_fn
+
+    def evaluate_fn(module):
+        seen.append((tmp_path / "model").exists())
+        return real_eval(module)
+
+    trainer.evaluate_fn = evaluate_fn
+    trainer.train()
+    assert seen == [False, False]
+    assert (tmp_path / "model" / "weights.pt").is_file()
+
+
+@pytest.mark.parametrize("damage", ["empty state", "truncated weights", "truncated optimizer",
+                                    "other shape"])
+def test_a_damaged_checkpoint_is_one_line(tmp_path, damage):
+    make_trainer(tmp_path, Toy(), scripted_eval([0.5]), epochs=(1,)).train()
+    ckpt = tmp_path / "checkpoint"
+    module = Toy()
+    if damage == "empty state":
+        (ckpt / "state.json").write_text("")
+    elif damage == "truncated weights":
+        data = (ckpt / "module.safetensors").read_bytes()
+        (ckpt / "module.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "truncated optimizer":
+        data = (ckpt / "optimizer.pt").read_bytes()
+        (ckpt / "optimizer.pt").write_bytes(data[: len(data) // 2])
+    else:
+        module.linear = nn.Linear(3, 4)
+    with pytest.raises(UserError) as exc:
+        make_trainer(tmp_path, module, scripted_eval([0.5]), epochs=(1,)).train(resume=True)
+    message = str(exc.value)
+    assert message.startswith(f"the checkpoint in {ckpt} cannot be read (")
+    assert message.endswith("rerun with --overwrite to start anew") and "\n" not in message
 
 
 @pytest.mark.parametrize("stop_at", [3, 4, 6, 10])

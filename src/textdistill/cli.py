@@ -29,7 +29,11 @@ err = Console(stderr=True)
 Overrides = Annotated[
     list[str] | None, typer.Argument(help="Dotted overrides such as data.batch_size=16.")
 ]
-Resume = Annotated[bool, typer.Option(help="Continue from the checkpoint in the output folder.")]
+Resume = Annotated[bool, typer.Option(
+    help="Continue the run in the output folder from its checkpoint (same settings; see "
+         "README for the ones that may change).")]
+Overwrite = Annotated[bool, typer.Option(
+    help="Replace the outputs of an earlier run in the output folder (they are removed first).")]
 
 
 def _options(model: type[BaseModel]) -> str:
@@ -101,10 +105,14 @@ def _stage_command(kind: str, stage: StageKind) -> None:
         config: Annotated[Path | None, typer.Option("--config", "-c",
                                                     help="YAML config file.")] = None,
         resume: Resume = False,
+        overwrite: Overwrite = False,
     ) -> None:
+        if resume and overwrite:
+            raise UserError("--resume continues the earlier run and --overwrite replaces it: "
+                            "give one of them")
         overrides, values = _words_to_overrides(model, list(ctx.args))
         cfg = load_config(model, config, overrides, values)
-        result = stage.execute(cfg, out, resume)
+        result = stage.execute(cfg, out, resume, overwrite)
         from accelerate import PartialState
 
         if PartialState().is_main_process:
@@ -127,6 +135,8 @@ def run(
     overrides: Overrides = None,
     run_dir: Annotated[Path | None, typer.Option(help="Default: runs/<recipe name>.")] = None,
     resume: Resume = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Rerun every stage anew, replacing the outputs of earlier runs.")] = False,
     only: Annotated[str | None, typer.Option(
         help="Run only these stages (comma-separated); the stages they use must be up to "
              "date. Independent stages can so run in separate processes.")] = None,
@@ -134,9 +144,13 @@ def run(
     """Run a recipe: its stages in order, skipping those whose output is up to date."""
     from textdistill.recipe import run_recipe
 
+    if resume and overwrite:
+        raise UserError("--resume continues the earlier run and --overwrite replaces it: "
+                        "give one of them")
     cfg = load_config(Recipe, recipe, overrides)
     stages = [name.strip() for name in only.split(",") if name.strip()] if only else None
-    run_recipe(cfg, run_dir or Path("runs") / cfg.name, resume=resume, only=stages)
+    run_recipe(cfg, run_dir or Path("runs") / cfg.name, resume=resume, only=stages,
+               overwrite=overwrite)
 
 
 @app.command()

@@ -29,6 +29,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     positional: ClassVar[str | None] = None
     """The list field that bare command-line words fill (e.g. the models to evaluate)."""
+    resume_may_change: ClassVar[tuple[str, ...]] = ()
+    """Dotted keys (``*`` matches a list index) that ``--resume`` may change: they extend a run
+    or do not shape training. Any other change is an error."""
 
 
 TableFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"]
@@ -252,6 +255,7 @@ class FinetuneConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     seed: Seed = 42
     select_metric: str = "accuracy"
+    resume_may_change: ClassVar[tuple[str, ...]] = ("epochs", "data.eval_batch_size")
 
 
 class DistillConfig(Strict):
@@ -265,6 +269,7 @@ class DistillConfig(Strict):
     phases: list[Phase] = Field(default_factory=lambda: [Phase()], min_length=1)
     seed: Seed = 42
     select_metric: str = "accuracy"
+    resume_may_change: ClassVar[tuple[str, ...]] = ("phases.*.epochs", "data.eval_batch_size")
 
     @model_validator(mode="after")
     def _teacher_needed(self) -> DistillConfig:
@@ -357,6 +362,7 @@ class Seq2SeqConfig(Strict):
     init_from_teacher: Seq2SeqInit | None = None
     """Start from the teacher's embeddings and these layers instead of random weights."""
     seed: Seed = 42
+    resume_may_change: ClassVar[tuple[str, ...]] = ("epochs",)
 
     @model_validator(mode="after")
     def _teacher_needed(self) -> Seq2SeqConfig:
@@ -527,6 +533,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded): save it "
+                        "as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

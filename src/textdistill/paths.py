@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from textdistill.errors import UserError
+from textdistill.faults import crash_point
 
 DATA_ENV = "TEXTDISTILL_DATA"
 
@@ -28,20 +35,85 @@ def current_umask() -> int:
     return umask
 
 
+ADVICE = {
+    errno.ENOSPC: "no space left on the device: free space there or choose another folder",
+    errno.EDQUOT: "disk quota exceeded: free space there or choose another folder",
+    errno.EFBIG: "file too large for the file system or for this process's limit (ulimit -f): "
+                 "raise the limit or choose another folder",
+    errno.EACCES: "permission denied: fix the permissions or choose a folder you can write to",
+    errno.EPERM: "operation not permitted: fix the permissions or choose another folder",
+    errno.EROFS: "read-only file system: choose a folder you can write to",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder, not a file: choose another path",
+    errno.ENAMETOOLONG: "the name is too long: choose a shorter path",
+    errno.EIO: "input/output error: check the disk",
+}
+"""What to do about the operating-system errors that input and output files meet."""
+
+
+def io_error_line(exc: OSError, path: str | Path | None = None) -> str | None:
+    """One line for a file-system error (the path, the cause, what to do), or None for an
+    error that is not about the user's files and folders."""
+    if exc.errno not in ADVICE:
+        return None
+    where = path if path is not None else exc.filename
+    return f"cannot write {where}: {ADVICE[exc.errno]}" if path is not None else (
+        f"{where}: {ADVICE[exc.errno]}")
+
+
+def _write_errno(exc: BaseException, path: Path) -> int | None:
+    """The errno behind a failed write by a library that does not raise OSError (safetensors
+    says ``os error N``; torch.save only that the stream writer failed)."""
+    text = str(exc)
+    found = re.search(r"os error (\d+)", text)
+    if found:
+        return int(found.group(1))
+    if "inline_container" in text or "PytorchStreamWriter" in text:
+        try:
+            low = shutil.disk_usage(path.parent if path.parent.exists() else ".").free < 2**20
+        except OSError:
+            low = False
+        return errno.ENOSPC if low else errno.EIO
+    return None
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (a file or a folder), by Python or by a library, into a
+    one-line UserError naming it; other errors pass through."""
+    path = Path(path)
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as exc:
+        line = io_error_line(exc, path)
+        if line is None:
+            raise
+        raise UserError(line) from None
+    except Exception as exc:
+        code = _write_errno(exc, path)
+        if code is None or code not in ADVICE:
+            raise
+        raise UserError(io_error_line(OSError(code, os.strerror(code)), path)) from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename; the file gets the
     permissions of a newly created one (the umask's), not the temporary file's 0600."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~current_umask())
+            crash_point(f"write {path.name}")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -75,6 +147,7 @@ def replace_dir(complete: Path, dest: str | Path) -> None:
     dest = Path(dest)
     recover_dir(dest, keep=complete)
     give_normal_permissions(complete)
+    crash_point(f"replace {dest.name}: complete")
     complete.rename(dest.with_name(f".{dest.name}.new"))
     recover_dir(dest)
 
@@ -91,7 +164,9 @@ def recover_dir(dest: str | Path, keep: Path | None = None) -> None:
                 shutil.rmtree(dest)
             else:
                 dest.rename(old)
+                crash_point(f"replace {dest.name}: old moved aside")
         new.rename(dest)
+        crash_point(f"replace {dest.name}: new in place")
     elif not dest.exists() and old.is_dir():
         old.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
@@ -108,3 +183,19 @@ def give_normal_permissions(folder: Path) -> None:
     os.chmod(folder, 0o777 & ~umask)
     for path in folder.rglob("*"):
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def link_tree(src: Path, dest: Path) -> None:
+    """Make ``dest`` a copy of the folder ``src`` by hard links (files are never rewritten in
+    place, only replaced), falling back to copies where links are not supported."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in src.rglob("*"):
+        target = dest / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)

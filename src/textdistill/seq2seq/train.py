@@ -30,6 +30,7 @@ from textdistill.models.seq2seq import (
 )
 from textdistill.objectives import ObjectiveModule, check_task
 from textdistill.paths import atomic_write_json, atomic_write_text
+from textdistill.runs import training_record
 from textdistill.seq2seq.generate import (
     generate_corpus,
     read_kbest,
@@ -87,7 +88,7 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     save_config(cfg, out_dir / "config.yaml")
     trainer = Trainer(module, train, cfg.data.batch_tokens,
                       [PhaseSpec("train", cfg.epochs, cfg.optim)], out_dir, evaluate_fn, save_fn,
-                      select_metric="bleu", seed=cfg.seed)
+                      select_metric="bleu", seed=cfg.seed, run_config=training_record(cfg))
     summary = trainer.train(resume=resume)
     summary.update(train_pairs=len(train_pairs), params=count_parameters(model)["params"])
     if trainer.is_main:
