@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 from importlib import metadata
 
 import pytest
+from conftest import MICRO, ROOT, cli_command
+from test_cli import assert_user_error
 from typer.testing import CliRunner
 
 from textdistill.cli import app
@@ -97,3 +100,37 @@ def test_a_recipe_run_folder_has_one_writer(tmp_path):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+def _small_file_limit() -> None:
+    """In the child: files may not grow past 1 MB (writes then fail with EFBIG, as on a full
+    disk, through the real writers of safetensors, torch and Python)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+
+@pytest.mark.slow
+def test_a_failing_save_is_one_line_and_leaves_nothing_that_looks_finished(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(cli_command("distill", "-o", out, *MICRO), capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, preexec_fn=_small_file_limit)
+    progress, error = proc.stderr.splitlines()  # the epoch's dev line, then the error
+    assert progress.startswith("train epoch 1: dev accuracy")
+    assert_user_error(proc.returncode, error, f"cannot write {out / 'checkpoint'}: file too "
+                      "large", "choose another folder")
+    left = sorted(p.name for p in out.iterdir())
+    assert left == [".textdistill.lock", "config.yaml", "logs", "run.json"]  # no model, no
+    assert not (out / "metrics.json").exists()  # metrics, no partial checkpoint
+
+
+def test_permission_denied_is_one_line(tmp_path, monkeypatch):
+    import textdistill.paths as paths_mod
+
+    def denied(*args, dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied", str(dir))
+
+    monkeypatch.setattr(paths_mod.tempfile, "mkstemp", denied)
+    result = CliRunner().invoke(app, ["evaluate", "-o", str(tmp_path / "out"), "minilm"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: cannot write {tmp_path / 'out'}/")
+    assert "permission denied: fix the permissions" in result.stderr

@@ -63,6 +63,9 @@ def one_writer(folder: str | Path) -> Iterator[None]:
                         "wait for it to finish or choose another output folder") from None
     try:
         holder.write_text(f"{os.getpid()}\n")
+        for stale in folder.glob(".*.tmp"):  # files a killed writer left (atomic_write_*)
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
         yield
     finally:
         holder.unlink(missing_ok=True)

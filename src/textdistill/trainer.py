@@ -26,7 +26,14 @@ from textdistill.config import OptimConfig
 from textdistill.data.batching import TrainData
 from textdistill.errors import TrainingDiverged, UserError
 from textdistill.faults import crash_point
-from textdistill.paths import link_tree, new_dir_beside, recover_dir, replace_dir, writing
+from textdistill.paths import (
+    atomic_write_text,
+    link_tree,
+    new_dir_beside,
+    recover_dir,
+    replace_dir,
+    writing,
+)
 
 console = Console(stderr=True)
 
@@ -152,6 +159,7 @@ class Trainer:
         self.log_dir = self.out_dir / "logs"
         self.is_main = self.accelerator.is_main_process
         self._writer = None
+        self._resumed_at: int | None = None
         self.step_seconds: list[float] = []
         """Wall time of each step, from the end of the previous one: fetching and collating the
         batch, forward, backward, update and logging (for benchmarks)."""
@@ -166,7 +174,8 @@ class Trainer:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.log_dir))
+            # events beyond the checkpoint that a killed run logged are hidden (purge_step)
+            self._writer = SummaryWriter(str(self.log_dir), purge_step=self._resumed_at)
         for key, value in record.items():
             if isinstance(value, int | float) and key not in ("step", "epoch", "phase"):
                 tag = f"{record.get('kind', 'train')}/{key}"
@@ -221,6 +230,16 @@ class Trainer:
                             "start anew") from None
         return state, rest
 
+    def _trim_log(self, step: int) -> None:
+        """Drop what a killed run logged after its last checkpoint (``step``), so the resumed
+        run's log reads like an uninterrupted one's."""
+        self._resumed_at = step + 1
+        log = self.log_dir / "metrics.jsonl"
+        if log.is_file():
+            kept = [line for line in log.read_text(encoding="utf-8").splitlines(keepends=True)
+                    if line.endswith("\n") and json.loads(line)["step"] <= step]
+            atomic_write_text(log, "".join(kept))
+
     def _publish_model(self) -> None:
         """``model/``: the best model the last checkpoint holds, or the current weights."""
         best = self.ckpt_dir / "best"
@@ -270,6 +289,8 @@ class Trainer:
                           "beginning")
             resume = False
         state, restored = (self._load_checkpoint() if resume else (TrainState(), None))
+        if resume and self.is_main:
+            self._trim_log(state.global_step)
         if not resume and self.is_main:  # what a run killed before its first checkpoint left
             shutil.rmtree(self.ckpt_dir, ignore_errors=True)
             shutil.rmtree(self.model_dir, ignore_errors=True)
