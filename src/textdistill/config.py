@@ -34,6 +34,10 @@ class Strict(BaseModel):
     or do not shape training. Any other change is an error."""
 
 
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+"""Numeric precision of forward passes: ``auto`` is bf16 where the hardware has it natively
+(AVX512-BF16/AMX CPUs, most GPUs), else fp32 (see ``textdistill.precision``)."""
+
 TableFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"]
 """File formats of labelled data: ``auto`` goes by the extension (a folder is a Hugging Face
 ``save_to_disk`` dataset)."""
@@ -255,6 +259,8 @@ class FinetuneConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     seed: Seed = 42
     select_metric: str = "accuracy"
+    precision: Precision = "auto"
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
     resume_may_change: ClassVar[tuple[str, ...]] = ("epochs", "data.eval_batch_size")
 
 
@@ -269,6 +275,8 @@ class DistillConfig(Strict):
     phases: list[Phase] = Field(default_factory=lambda: [Phase()], min_length=1)
     seed: Seed = 42
     select_metric: str = "accuracy"
+    precision: Precision = "auto"
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
     resume_may_change: ClassVar[tuple[str, ...]] = ("phases.*.epochs", "data.eval_batch_size")
 
     @model_validator(mode="after")
@@ -287,6 +295,8 @@ class EvaluateConfig(Strict):
     split: Literal["dev", "test"] = "test"
     latency_examples: int = Field(100, gt=0)
     throughput_batches: int = Field(10, gt=0)
+    precision: Precision = "auto"
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
     positional: ClassVar[str | None] = "models"
 
 
@@ -362,6 +372,8 @@ class Seq2SeqConfig(Strict):
     init_from_teacher: Seq2SeqInit | None = None
     """Start from the teacher's embeddings and these layers instead of random weights."""
     seed: Seed = 42
+    precision: Precision = "auto"
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
     resume_may_change: ClassVar[tuple[str, ...]] = ("epochs",)
 
     @model_validator(mode="after")
@@ -423,6 +435,8 @@ class GenerateConfig(DecodeConfig):
     same split instead of decoding again."""
     shard_size: int = Field(1000, ge=1)
     """Sentences per resumable shard."""
+    precision: Precision = "auto"
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
 
     @model_validator(mode="after")
     def _sources(self) -> GenerateConfig:
@@ -441,6 +455,8 @@ class TranslationEvalConfig(Strict):
     data: ParallelDataConfig = Field(default_factory=ParallelDataConfig)
     split: Literal["dev", "test"] = "test"
     beams: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+    precision: Precision = "auto"
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
     positional: ClassVar[str | None] = "models"
 
 

@@ -24,6 +24,7 @@ from textdistill.models.classifier import build_student, is_classifier, load_cla
 from textdistill.models.common import save_pretrained_atomic
 from textdistill.objectives import ObjectiveModule, check_task
 from textdistill.paths import atomic_write_json
+from textdistill.precision import default_device, resolve_precision
 from textdistill.runs import training_record
 from textdistill.tasks.classification import ClassificationTask
 from textdistill.trainer import PhaseSpec, Trainer
@@ -54,7 +55,8 @@ def _train(module: ObjectiveModule, tokenizer, cfg, phases: list[PhaseSpec], cor
 
     trainer = Trainer(module, train, cfg.data.batch_size, phases, out_dir, evaluate_fn, save_fn,
                       select_metric=cfg.select_metric, seed=cfg.seed,
-                      run_config=training_record(cfg))
+                      run_config=training_record(cfg),
+                      precision=resolve_precision(cfg.precision, default_device()))
     summary = trainer.train(resume=resume)
     summary["labels"] = corpus.labels
     summary["train_rows"] = len(train)

@@ -16,6 +16,7 @@ from textdistill.metrics import classification_metrics, corpus_bleu_chrf
 from textdistill.models.classifier import load_classifier, resolve_model_path
 from textdistill.models.common import count_parameters
 from textdistill.paths import atomic_write_json
+from textdistill.precision import autocast, resolve_precision
 
 
 @torch.no_grad()
@@ -73,10 +74,11 @@ def evaluate_model(path: str, cfg: EvaluateConfig) -> dict:
     model, tokenizer = load_classifier(path, corpus.labels)
     rows = subsample(corpus.split(cfg.split), cfg.data.max_eval_examples, seed=0)
     data = TokenizedDataset(rows, tokenizer, cfg.data.max_length)
-    metrics = classification_metrics(data.labels,
-                                     predict_labels(model, data, cfg.data.eval_batch_size))
-    return {**metrics, **count_parameters(model),
-            **measure_speed(model, data, cfg.latency_examples, cfg.throughput_batches)}
+    with autocast(resolve_precision(cfg.precision, "cpu"), "cpu"):
+        metrics = classification_metrics(data.labels,
+                                         predict_labels(model, data, cfg.data.eval_batch_size))
+        speed = measure_speed(model, data, cfg.latency_examples, cfg.throughput_batches)
+    return {**metrics, **count_parameters(model), **speed}
 
 
 def display_names(models: list[str]) -> dict[str, str]:
@@ -103,7 +105,8 @@ def run_evaluate(cfg: EvaluateConfig, out_dir: str | Path, resume: bool = False)
         r["retention"] = r["accuracy"] / ref["accuracy"] if ref["accuracy"] else float("nan")
         r["size_ratio"] = ref["params"] / r["params"]
         r["speedup_b1"] = ref["latency_ms_b1"] / r["latency_ms_b1"]
-    table = {"split": cfg.split, "corpus": cfg.data.corpus or cfg.data.test, "models": results}
+    table = {"split": cfg.split, "corpus": cfg.data.corpus or cfg.data.test,
+             "precision": resolve_precision(cfg.precision, "cpu"), "models": results}
     atomic_write_json(Path(out_dir) / "metrics.json", table)
     return table
 
@@ -146,6 +149,7 @@ def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: boo
 
     pairs = load_pairs(cfg.data.model_copy(update={"targets": None}), cfg.split)
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+    precision = resolve_precision(cfg.precision, "cpu")
     results = {}
     for name, path in models.items():
         check_languages(path, cfg.data.src_lang, cfg.data.tgt_lang)
@@ -155,13 +159,14 @@ def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: boo
             decode = DecodeConfig(method="greedy" if beam == 1 else "beam", beam=beam,
                                   max_length=cfg.data.max_length)
             start = time.perf_counter()
-            hyps = translate(model, tokenizer, sources, decode, cfg.data.batch_tokens)
+            with autocast(precision, "cpu"):
+                hyps = translate(model, tokenizer, sources, decode, cfg.data.batch_tokens)
             seconds = time.perf_counter() - start
             scores = corpus_bleu_chrf(hyps, references)
             row.update({f"bleu_b{beam}": scores["bleu"], f"chrf_b{beam}": scores["chrf"],
                         f"sent_per_s_b{beam}": len(sources) / seconds})
         results[name] = row
     table = {"split": cfg.split, "pair": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}",
-             "models": results}
+             "precision": precision, "models": results}
     atomic_write_json(Path(out_dir) / "metrics.json", table)
     return table

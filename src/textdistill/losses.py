@@ -332,7 +332,8 @@ class Projection(nn.Module):
                 f"projection expects student width {self.student_dim} but got {x.shape[-1]}; "
                 "check the student model's hidden_size"
             )
-        return self.maps[0 if self.shared else layer](x)
+        lin = self.maps[0 if self.shared else layer]
+        return lin(x.to(lin.weight.dtype))  # bf16 activations meet fp32 weights in fp32
 
 
 # -- the registry: every loss once, with what it reads and what it learns ---------------------

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from textdistill.config import LossSpec
 from textdistill.errors import UserError
 from textdistill.losses import REGISTRY, ModelShape, TaskOutputs
+from textdistill.precision import full_precision
 
 
 class Task(Protocol):
@@ -92,8 +93,10 @@ class ObjectiveModule(nn.Module):
                 teacher = self.task.outputs(self.teacher, batch, reads)
         labels = batch.get("labels")
         terms = {}
-        for name, spec, key in zip(_term_names(specs), specs, self._keys[phase], strict=True):
-            match = self.matches[key] if key is not None else None
-            value = REGISTRY[spec.loss].compute(spec, student, teacher, labels, match)
-            terms[name] = spec.weight * value
+        with full_precision(next(self.student.parameters()).device):  # losses in fp32
+            for name, spec, key in zip(_term_names(specs), specs, self._keys[phase],
+                                       strict=True):
+                match = self.matches[key] if key is not None else None
+                value = REGISTRY[spec.loss].compute(spec, student, teacher, labels, match)
+                terms[name] = spec.weight * value
         return {"loss": sum(terms.values()), **terms}

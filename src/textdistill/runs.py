@@ -86,8 +86,9 @@ def _git_commit() -> str | None:
     return f"{out}{'+dirty' if dirty else ''}"
 
 
-def run_info() -> dict[str, Any]:
-    """Package versions, git commit, hardware, threads and precision of this process."""
+def run_info(precision: str | None = None) -> dict[str, Any]:
+    """Package versions, git commit, hardware, threads and the stage's precision (resolved:
+    fp32, bf16 or fp16; None for a stage that runs no model)."""
     import torch
 
     versions = {}
@@ -106,14 +107,14 @@ def run_info() -> dict[str, Any]:
                     or platform.machine(), "cpus": os.cpu_count(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "torch_threads": torch.get_num_threads(),
-        "precision": "fp32",
+        "precision": precision,
     }
 
 
-def write_run_info(folder: str | Path) -> None:
+def write_run_info(folder: str | Path, precision: str | None = None) -> None:
     """``folder/run.json`` (main process only)."""
     if _is_main_process():
-        atomic_write_json(Path(folder) / RUN_FILE, run_info())
+        atomic_write_json(Path(folder) / RUN_FILE, run_info(precision))
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -34,7 +34,8 @@ def show_trained(summary: dict, out: Path) -> None:
     """One closing line: where the model is and its best dev scores."""
     best = summary.get("best_dev") or {}
     shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
-    console.print(f"model saved in {out / 'model'}; best dev: {shown or 'n/a'}")
+    precision = f" (trained in {summary['precision']})" if "precision" in summary else ""
+    console.print(f"model saved in {out / 'model'}{precision}; best dev: {shown or 'n/a'}")
 
 
 def show_evaluation(table: dict, out: Path) -> None:
@@ -74,9 +75,14 @@ class StageKind:
                 overwrite: bool = False) -> dict:
         """Run the stage into ``out`` as its only writer, recording ``run.json``: resuming
         the earlier run there (same settings), or replacing its outputs (``overwrite``)."""
+        precision = None
+        if hasattr(cfg, "precision"):  # checked before anything is written
+            from textdistill.precision import default_device, resolve_precision
+
+            precision = resolve_precision(cfg.precision, default_device())
         with one_writer(out):
             prepare_output(out, cfg, resume, overwrite)
-            write_run_info(out)
+            write_run_info(out, precision)
             return self.run(cfg, out, resume)
 
 

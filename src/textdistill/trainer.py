@@ -34,6 +34,7 @@ from textdistill.paths import (
     replace_dir,
     writing,
 )
+from textdistill.precision import autocast
 
 console = Console(stderr=True)
 
@@ -136,6 +137,7 @@ class Trainer:
         seed: int = 42,
         log_every: int = 10,
         run_config: dict | None = None,
+        precision: str = "fp32",
     ):
         # cpu=True without CUDA: several launched processes then form one gloo group
         self.accelerator = Accelerator(
@@ -153,6 +155,10 @@ class Trainer:
         self.seed = seed
         self.log_every = log_every
         self.run_config = run_config
+        self.precision = precision
+        """Resolved precision of forward passes (``precision.resolve_precision``)."""
+        self._scaler = (torch.amp.GradScaler(self.accelerator.device.type)
+                        if precision == "fp16" else None)
         self._best_changed = False
         self.ckpt_dir = self.out_dir / "checkpoint"
         self.model_dir = self.out_dir / "model"
@@ -256,7 +262,7 @@ class Trainer:
         if self.is_main:
             module = self.accelerator.unwrap_model(self.module)
             module.eval()
-            with torch.no_grad():
+            with torch.no_grad(), autocast(self.precision, self.accelerator.device):
                 metrics = self.evaluate_fn(module)
             module.train()
             if self.select_metric not in metrics:
@@ -313,6 +319,7 @@ class Trainer:
             "train_seconds": round(seconds, 1),
             "train_examples_per_second": round(examples / max(seconds, 1e-9), 1),
             "steps": state.global_step,
+            "precision": self.precision,
             "best_dev": state.best_eval,
         }
         if self._writer is not None:
@@ -355,7 +362,8 @@ class Trainer:
                            if state.step_in_epoch else loader)
                 step_start = time.perf_counter()
                 for batch in batches:
-                    out = self.module(batch, phase=state.phase)
+                    with autocast(self.precision, self.accelerator.device):
+                        out = self.module(batch, phase=state.phase)
                     loss = out["loss"]
                     # one collective per step: the loss (NaN anywhere stops every process)
                     # and the stop flag (a signal to any process stops all after this step)
@@ -373,10 +381,18 @@ class Trainer:
                             f"(phase '{phase.name}', epoch {state.epoch + 1}); {kept}: lower "
                             "the learning rate, then rerun (with --resume to go on from it)"
                         )
-                    self.accelerator.backward(loss)
-                    if phase.optim.max_grad_norm:
-                        self.accelerator.clip_grad_norm_(params, phase.optim.max_grad_norm)
-                    optimizer.step()
+                    if self._scaler is None:
+                        self.accelerator.backward(loss)
+                        if phase.optim.max_grad_norm:
+                            self.accelerator.clip_grad_norm_(params, phase.optim.max_grad_norm)
+                        optimizer.step()
+                    else:  # fp16: scaled gradients, unscaled before clipping
+                        self.accelerator.backward(self._scaler.scale(loss))
+                        self._scaler.unscale_(optimizer)
+                        if phase.optim.max_grad_norm:
+                            self.accelerator.clip_grad_norm_(params, phase.optim.max_grad_norm)
+                        self._scaler.step(optimizer)
+                        self._scaler.update()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     crash_point("step")

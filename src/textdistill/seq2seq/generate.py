@@ -52,6 +52,7 @@ from textdistill.errors import UserError
 from textdistill.metrics import sentence_bleu
 from textdistill.models.seq2seq import load_seq2seq
 from textdistill.paths import atomic_write_json, atomic_write_text
+from textdistill.precision import autocast
 
 log = logging.getLogger(__name__)
 
@@ -377,11 +378,13 @@ def generate_corpus(
     tgt_lang: str | None = None,
     device: str | torch.device | None = None,
     on_shard: Callable[[int, int], None] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Translate ``src`` (lines, or a file path) with the model in ``model_dir``.
 
     Writes ``out_path`` (input order) and ``<out_path>.manifest.json``; returns a summary.
-    ``on_shard(shard, shards_done_now)`` is called after each shard this process writes.
+    ``on_shard(shard, shards_done_now)`` is called after each shard this process writes;
+    ``precision`` (resolved: fp32, bf16, fp16) is that of the forward passes.
     With ``src_lang``/``tgt_lang``, the model folder's recorded languages are checked.
     """
     from textdistill.data.readers import read_lines
@@ -414,6 +417,7 @@ def generate_corpus(
         "batch_size": batch_size,
         "shard_size": shard_size,
         "format": fmt,
+        "precision": precision,
     }
     complete = _is_complete(out_path, config)
     summary: dict[str, Any] = {"out": str(out_path), "lines": len(lines), "format": fmt}
@@ -462,8 +466,9 @@ def generate_corpus(
         torch.manual_seed(shard_seed(cfg.seed, index))
         rows = []
         for batch in shards[index]:
-            hyps = generate_batch(model, tokenizer, [encoded[i] for i in batch], cfg,
-                                  with_scores=with_scores)
+            with autocast(precision, model.device):
+                hyps = generate_batch(model, tokenizer, [encoded[i] for i in batch], cfg,
+                                      with_scores=with_scores)
             rows.extend(
                 json.dumps({"id": i, "hyps": [list(h) for h in hs]}, ensure_ascii=False)
                 for i, hs in zip(batch, hyps, strict=True)

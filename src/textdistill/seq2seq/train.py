@@ -30,6 +30,7 @@ from textdistill.models.seq2seq import (
 )
 from textdistill.objectives import ObjectiveModule, check_task
 from textdistill.paths import atomic_write_json, atomic_write_text
+from textdistill.precision import default_device, resolve_precision
 from textdistill.runs import training_record
 from textdistill.seq2seq.generate import (
     generate_corpus,
@@ -88,7 +89,8 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     save_config(cfg, out_dir / "config.yaml")
     trainer = Trainer(module, train, cfg.data.batch_tokens,
                       [PhaseSpec("train", cfg.epochs, cfg.optim)], out_dir, evaluate_fn, save_fn,
-                      select_metric="bleu", seed=cfg.seed, run_config=training_record(cfg))
+                      select_metric="bleu", seed=cfg.seed, run_config=training_record(cfg),
+                      precision=resolve_precision(cfg.precision, default_device()))
     summary = trainer.train(resume=resume)
     summary.update(train_pairs=len(train_pairs), params=count_parameters(model)["params"])
     if trainer.is_main:
@@ -117,7 +119,8 @@ def run_generate(cfg: GenerateConfig, out_dir: str | Path, resume: bool = False)
         decode = DecodeConfig(**cfg.model_dump(include=set(DecodeConfig.model_fields)))
         summary = generate_corpus(cfg.model, sources, out_dir / "kbest.jsonl", decode,
                                   batch_tokens=cfg.data.batch_tokens, shard_size=cfg.shard_size,
-                                  overwrite=True, **langs)
+                                  overwrite=True, **langs,
+                                  precision=resolve_precision(cfg.precision, default_device()))
         kbest = read_kbest(out_dir / "kbest.jsonl")
     else:
         summary = {}
