@@ -409,3 +409,19 @@ def test_generate_with_an_empty_source_file(tmp_path):
     result = invoke("generate", "-o", tmp_path / "file" / "out", "--model", tmp_path, "--src",
                     tmp_path / "empty.en")
     assert_user_error(result.exit_code, result.stderr, "cannot create the output folder")
+
+
+@pytest.mark.parametrize("damage", ["empty state.json", "truncated checkpoint weights"])
+def test_resume_from_a_damaged_checkpoint(tmp_path, kd_run, damage):
+    run, cfg, _ = kd_run
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    if damage == "empty state.json":
+        (out / "checkpoint" / "state.json").write_text("")
+        expected = f"the earlier run's record in {out} cannot be read"
+    else:
+        weights = out / "checkpoint" / "module.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+        expected = f"the checkpoint in {out / 'checkpoint'} cannot be read (SafetensorError"
+    result = invoke("distill", "-o", out, "--resume", "-c", out / "config.yaml")
+    assert_user_error(result.exit_code, result.stderr, expected, "--overwrite to start anew")
