@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 TEXTDISTILL_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export TEXTDISTILL_DATA
 
-.PHONY: setup test quickstart lint lock
+.PHONY: setup test quickstart lint lock gpu-bundle gpu-results
 
 setup: $(VENV)/.installed
 
@@ -31,3 +31,19 @@ test: lint
 
 quickstart: setup
 	$(VENV)/bin/textdistill run recipes/quickstart.yaml
+
+# The GPU run (docs/gpu.md). Here: `make gpu-bundle` puts in .gpu/ the wheels the GPU machine's
+# image lacks and the l10n corpus; there (no PyPI, no ../shared): `make gpu-results`.
+GPU_WHEELS := pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
+	typing-inspection==0.4.5 transformers==5.23.0
+gpu-bundle:
+	mkdir -p .gpu/wheels .gpu/data/parallel
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .gpu/wheels $(GPU_WHEELS)
+	cp $(TEXTDISTILL_DATA)/parallel/l10n.* .gpu/data/parallel/
+
+gpu-results:
+	python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl
+	PYTHONPATH=$(abspath src):/tmp/site TEXTDISTILL_DATA=$(abspath .gpu/data) PYTHONUNBUFFERED=1 \
+	  python3 benchmarks/gpu_results.py $(ARGS)

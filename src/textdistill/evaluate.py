@@ -16,7 +16,7 @@ from textdistill.metrics import classification_metrics, corpus_bleu_chrf
 from textdistill.models.classifier import load_classifier, resolve_model_path
 from textdistill.models.common import count_parameters
 from textdistill.paths import atomic_write_json
-from textdistill.precision import autocast, resolve_precision
+from textdistill.precision import autocast, default_device, resolve_precision
 
 
 @torch.no_grad()
@@ -149,17 +149,18 @@ def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: boo
 
     pairs = load_pairs(cfg.data.model_copy(update={"targets": None}), cfg.split)
     sources, references = [s for s, _ in pairs], [t for _, t in pairs]
-    precision = resolve_precision(cfg.precision, "cpu")
+    device = default_device()  # translation models are decoded on the GPU when there is one
+    precision = resolve_precision(cfg.precision, device)
     results = {}
     for name, path in models.items():
         check_languages(path, cfg.data.src_lang, cfg.data.tgt_lang)
-        model, tokenizer = load_seq2seq(path)
+        model, tokenizer = load_seq2seq(path, device)
         row: dict[str, float] = {"params": count_parameters(model)["params"]}
         for beam in cfg.beams:
             decode = DecodeConfig(method="greedy" if beam == 1 else "beam", beam=beam,
                                   max_length=cfg.data.max_length)
             start = time.perf_counter()
-            with autocast(precision, "cpu"):
+            with autocast(precision, device):
                 hyps = translate(model, tokenizer, sources, decode, cfg.data.batch_tokens)
             seconds = time.perf_counter() - start
             scores = corpus_bleu_chrf(hyps, references)
