@@ -33,7 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-TIMINGS = ("train_seconds", "train_examples_per_second")
+TIMINGS = ("train_seconds", "train_examples_per_second", "teacher_cache")
+"""metrics.json keys that say how long a run took or whether it found the teacher's outputs
+cached; the rest must match."""
 DATA = ["data.max_length=32", "data.max_train_examples=64", "data.max_eval_examples=32",
         "data.batch_size=16", "data.eval_batch_size=32"]
 STUDENT = ["student.preset=micro-2", "phases=[{name: kd, epochs: 2, optim: {lr: 0.001}, "
@@ -50,6 +52,8 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; ``TEXTDISTILL_CACHE`` (cached teacher outputs) is a folder
+    beside the output folder, so a run that builds the cache is killed inside that too."""
     return subprocess.run([sys.executable, "-m", "textdistill.cli", *map(str, args)],
                           capture_output=True, text=True, env=_env(**env), timeout=900)
 
@@ -89,7 +93,9 @@ def reference_run(teacher: Path, work: Path) -> tuple[Path, list[str]]:
     out, log = work / "reference", work / "crash-points.txt"
     log.unlink(missing_ok=True)
     shutil.rmtree(out, ignore_errors=True)
-    proc = _cli(*distill_args(teacher, out), TEXTDISTILL_CRASH_LOG=str(log))
+    shutil.rmtree(work / "reference-cache", ignore_errors=True)
+    proc = _cli(*distill_args(teacher, out), TEXTDISTILL_CRASH_LOG=str(log),
+                TEXTDISTILL_CACHE=str(work / "reference-cache"))
     if proc.returncode:
         raise SystemExit(f"the uninterrupted run failed: {proc.stderr.strip()}")
     return out, log.read_text(encoding="utf-8").splitlines()
@@ -98,7 +104,9 @@ def reference_run(teacher: Path, work: Path) -> tuple[Path, list[str]]:
 def kill_and_resume(teacher: Path, reference: Path, out: Path, point: str) -> list[str]:
     """Kill a fresh run at ``point``, check what it left, resume it, compare; the problems."""
     shutil.rmtree(out, ignore_errors=True)
-    killed = _cli(*distill_args(teacher, out), TEXTDISTILL_CRASH_AT=point)
+    cache = str(out.with_name(out.name + "-cache"))
+    shutil.rmtree(cache, ignore_errors=True)
+    killed = _cli(*distill_args(teacher, out), TEXTDISTILL_CRASH_AT=point, TEXTDISTILL_CACHE=cache)
     if killed.returncode != -signal.SIGKILL:
         return [f"not killed (exit {killed.returncode}): {killed.stderr.strip()[-300:]}"]
     problems = []
@@ -108,7 +116,7 @@ def kill_and_resume(teacher: Path, reference: Path, out: Path, point: str) -> li
     if (out / "metrics.json").exists() and (
             not (out / "model").exists() or metrics(out) != metrics(reference)):
         problems.append("after the kill, metrics.json exists before the run finished")
-    resumed = _cli(*distill_args(teacher, out), "--resume")
+    resumed = _cli(*distill_args(teacher, out), "--resume", TEXTDISTILL_CACHE=cache)
     if resumed.returncode:
         return [*problems, f"--resume failed (exit {resumed.returncode}): "
                            f"{resumed.stderr.strip()[-300:]}"]

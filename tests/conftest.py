@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # One thread per process: on two shared cores, two torch threads per process contend with the
@@ -19,6 +20,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Cached teacher outputs of this session's runs go to a private folder (subprocesses too).
+os.environ.setdefault("TEXTDISTILL_CACHE", tempfile.mkdtemp(prefix="textdistill-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -273,6 +273,10 @@ class DistillConfig(Strict):
     student: StudentConfig = Field(default_factory=StudentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     phases: list[Phase] = Field(default_factory=lambda: [Phase()], min_length=1)
+    teacher_cache: bool = True
+    """Compute the teacher's logits once per training set and reuse them (cached on disk under
+    $TEXTDISTILL_CACHE, keyed by teacher, data, tokenization and precision); phases with
+    hidden-state or attention losses still run the teacher."""
     seed: Seed = 42
     select_metric: str = "accuracy"
     precision: Precision = "auto"

@@ -20,13 +20,19 @@ from textdistill.errors import UserError
 from textdistill.evaluate import predict_labels
 from textdistill.losses import REGISTRY
 from textdistill.metrics import classification_metrics
-from textdistill.models.classifier import build_student, is_classifier, load_classifier
+from textdistill.models.classifier import (
+    build_student,
+    is_classifier,
+    load_classifier,
+    resolve_model_path,
+)
 from textdistill.models.common import save_pretrained_atomic
 from textdistill.objectives import ObjectiveModule, check_task
 from textdistill.paths import atomic_write_json
 from textdistill.precision import default_device, resolve_precision
 from textdistill.runs import training_record
 from textdistill.tasks.classification import ClassificationTask
+from textdistill.teacher_cache import teacher_logits
 from textdistill.trainer import PhaseSpec, Trainer
 
 
@@ -45,7 +51,7 @@ def _datasets(cfg, corpus: ClassificationCorpus, tokenizer):
 
 
 def _train(module: ObjectiveModule, tokenizer, cfg, phases: list[PhaseSpec], corpus, train, dev,
-           out_dir: Path, resume: bool) -> dict:
+           out_dir: Path, resume: bool, extra: dict | None = None) -> dict:
     def evaluate_fn(m: ObjectiveModule) -> dict[str, float]:
         y_pred = predict_labels(m.student, dev, cfg.data.eval_batch_size)
         return classification_metrics(dev.labels, y_pred)
@@ -60,6 +66,7 @@ def _train(module: ObjectiveModule, tokenizer, cfg, phases: list[PhaseSpec], cor
     summary = trainer.train(resume=resume)
     summary["labels"] = corpus.labels
     summary["train_rows"] = len(train)
+    summary.update(extra or {})
     if trainer.is_main:
         atomic_write_json(out_dir / "metrics.json", summary)
     return summary
@@ -107,7 +114,15 @@ def run_distill(cfg: DistillConfig, out_dir: str | Path, resume: bool = False) -
                              teacher)
     train, dev = _datasets(cfg, corpus, tokenizer)
     save_config(cfg, out_dir / "config.yaml")
+    cache = None
+    if teacher is not None and cfg.teacher_cache and any(
+            all(REGISTRY[o.loss].reads <= {"logits"} for o in p.objectives) for p in cfg.phases):
+        precision = resolve_precision(cfg.precision, default_device())
+        train.teacher_logits, hit = teacher_logits(
+            teacher, resolve_model_path(cfg.teacher), train, cfg.data.eval_batch_size, precision)
+        cache = "reused" if hit else "computed"
     specs = [PhaseSpec(p.name, p.epochs, p.optim,
                        select=any("logits" in REGISTRY[o.loss].reads for o in p.objectives))
              for p in cfg.phases]
-    return _train(module, tokenizer, cfg, specs, corpus, train, dev, out_dir, resume)
+    return _train(module, tokenizer, cfg, specs, corpus, train, dev, out_dir, resume,
+                  extra={"teacher_cache": cache} if cache else None)

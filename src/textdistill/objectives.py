@@ -79,6 +79,13 @@ class ObjectiveModule(nn.Module):
                 keys.append(key)
             self._keys.append(keys)
 
+    def _apply(self, fn, recurse: bool = True):
+        """``.to(device)`` and the like reach the teacher too (it is not a submodule)."""
+        super()._apply(fn, recurse)
+        for teacher in self._teacher:
+            teacher._apply(fn, recurse)
+        return self
+
     @property
     def teacher(self) -> nn.Module | None:
         return self._teacher[0] if self._teacher else None
@@ -89,8 +96,12 @@ class ObjectiveModule(nn.Module):
         student = self.task.outputs(self.student, batch, reads)
         teacher = None
         if any(s.needs_teacher for s in specs):
-            with torch.no_grad():
-                teacher = self.task.outputs(self.teacher, batch, reads)
+            if "teacher_logits" in batch and reads <= {"logits"}:  # precomputed (teacher_cache)
+                teacher = TaskOutputs(logits=batch["teacher_logits"],
+                                      attention_mask=batch.get("attention_mask"))
+            else:
+                with torch.no_grad():
+                    teacher = self.task.outputs(self.teacher, batch, reads)
         labels = batch.get("labels")
         terms = {}
         with full_precision(next(self.student.parameters()).device):  # losses in fp32

@@ -168,6 +168,8 @@ class TokenizedDataset(BatchedDataset):
         self.input_ids: list[list[int]] = enc["input_ids"]
         self.labels = [e.label for e in examples]
         self.pad_id = tokenizer.pad_token_id or 0
+        self.teacher_logits: torch.Tensor | None = None
+        """The teacher's logits per example (``teacher_cache``), batched as ``teacher_logits``."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -176,6 +178,8 @@ class TokenizedDataset(BatchedDataset):
         row = {"input_ids": self.input_ids[i], "labels": self.labels[i]}
         if self.token_type_ids is not None:
             row["token_type_ids"] = self.token_type_ids[i]
+        if self.teacher_logits is not None:
+            row["teacher_logits"] = self.teacher_logits[i]
         return row
 
     def lengths(self) -> list[int]:
@@ -187,6 +191,8 @@ class TokenizedDataset(BatchedDataset):
                  "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long)}
         if "token_type_ids" in rows[0]:
             batch["token_type_ids"] = pad([r["token_type_ids"] for r in rows], 0)[0]
+        if "teacher_logits" in rows[0]:
+            batch["teacher_logits"] = torch.stack([r["teacher_logits"] for r in rows])
         return batch
 
 
