@@ -72,6 +72,9 @@ def test_seqkd_recipe_runs_end_to_end(tmp_path):
         assert {"bleu_b1", "bleu_b2", "chrf_b1", "sent_per_s_b2", "params"} <= set(row)
         assert row["params"] > 1_000_000
 
+    # word-level KD read the teacher's top-k outputs, computed once before training
+    assert metrics["student-wordkd"]["teacher_cache"] == "computed"
+
     # students share the teacher's vocabulary (word-KD needs it)
     teacher_vocab = (tmp_path / "teacher" / "model" / "tokenizer.json").read_text()
     assert (tmp_path / "student-gold" / "model" / "tokenizer.json").read_text() == teacher_vocab

@@ -17,6 +17,10 @@ from textdistill.models.classifier import load_classifier
 from textdistill.teacher_cache import CACHE_ENV, cache_key, teacher_logits
 
 
+def key_of(teacher, data, precision: str) -> str:
+    return cache_key(teacher, "logits", [data.input_ids, data.token_type_ids], precision)
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
@@ -42,7 +46,7 @@ def test_cached_logits_are_the_teachers_and_are_reused(cache_dir, teacher, model
     torch.testing.assert_close(logits, own, rtol=0, atol=1e-5)
     again, hit = teacher_logits(model, teacher, data, 16, "fp32")
     assert hit and torch.equal(again, logits)
-    folder = cache_dir / cache_key(teacher, data, "fp32")
+    folder = cache_dir / key_of(teacher, data, "fp32")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["rows"] == 40 and len(manifest["shards"]) == 1
 
@@ -53,18 +57,18 @@ def test_another_teacher_data_tokenization_or_precision_is_another_key(
 
     _, tokenizer, rows = model_and_data
     data = TokenizedDataset(rows, tokenizer, 32)
-    key = cache_key(teacher, data, "fp32")
-    assert cache_key(teacher, TokenizedDataset(rows, tokenizer, 24), "fp32") != key
-    assert cache_key(teacher, TokenizedDataset(rows[:-1], tokenizer, 32), "fp32") != key
-    assert cache_key(teacher, data, "bf16") != key
+    key = key_of(teacher, data, "fp32")
+    assert key_of(teacher, TokenizedDataset(rows, tokenizer, 24), "fp32") != key
+    assert key_of(teacher, TokenizedDataset(rows[:-1], tokenizer, 32), "fp32") != key
+    assert key_of(teacher, data, "bf16") != key
     other = tmp_path / "other"
     shutil.copytree(teacher, other)
     weights = other / "model.safetensors"
     raw = bytearray(weights.read_bytes())
     raw[-1] ^= 1  # one bit of one weight
     weights.write_bytes(bytes(raw))
-    assert cache_key(other, data, "fp32") != key
-    assert cache_key(teacher, TokenizedDataset(rows, tokenizer, 32), "fp32") == key
+    assert key_of(other, data, "fp32") != key
+    assert key_of(teacher, TokenizedDataset(rows, tokenizer, 32), "fp32") == key
 
 
 @pytest.mark.parametrize("damage", ["truncated shard", "altered shard", "missing shard",
@@ -73,8 +77,8 @@ def test_a_damaged_cache_is_rebuilt_not_used(cache_dir, teacher, model_and_data,
     model, tokenizer, rows = model_and_data
     data = TokenizedDataset(rows, tokenizer, 32)
     logits, _ = teacher_logits(model, teacher, data, 16, "fp32")
-    folder = cache_dir / cache_key(teacher, data, "fp32")
-    shard = folder / "logits-00000.safetensors"
+    folder = cache_dir / key_of(teacher, data, "fp32")
+    shard = folder / "shard-00000.safetensors"
     if damage == "truncated shard":
         shard.write_bytes(shard.read_bytes()[:100])
     elif damage == "altered shard":

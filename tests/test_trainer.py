@@ -361,3 +361,20 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, tea
     steps = [r["step"] for r in read_jsonl(cut / "logs" / "metrics.jsonl")
              if r["kind"] == "train"]
     assert steps == [10, 20, 30, 40]
+
+
+def test_a_signal_during_the_last_evaluation_still_stops_after_the_checkpoint(tmp_path):
+    """A stop asked for after the last step of an epoch (during its evaluation) is not lost:
+    the epoch's checkpoint is saved, then the run stops; --resume finishes it."""
+    def evaluate_fn(module, calls=[]):  # noqa: B006 - counts calls
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"accuracy": 0.5}
+
+    with pytest.raises(Interrupted, match="stopped by SIGTERM after epoch 1 of phase 'p0'"):
+        make_trainer(tmp_path, Toy(), evaluate_fn, epochs=(2,)).train()
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["global_step"] == 4
+    summary = make_trainer(tmp_path, Toy(), scripted_eval([0.5]), epochs=(2,)).train(resume=True)
+    assert summary["steps"] == 8

@@ -373,6 +373,12 @@ class Seq2SeqConfig(Strict):
     """Token-level losses: ``hard`` (label-smoothed NLL), ``kd`` (word-level KD) or any other
     divergence, computed over the non-padding target tokens."""
     teacher: str | None = None
+    teacher_cache: bool = True
+    """Compute the teacher's top-k log-probabilities per target token once (cached on disk
+    under $TEXTDISTILL_CACHE) for divergences at temperature 1; else the teacher runs every
+    step."""
+    teacher_topk: int = Field(16, ge=1)
+    """k of the cached outputs: the teacher's k most probable tokens, the rest as one bucket."""
     init_from_teacher: Seq2SeqInit | None = None
     """Start from the teacher's embeddings and these layers instead of random weights."""
     seed: Seed = 42

@@ -118,6 +118,7 @@ def run_distill(cfg: DistillConfig, out_dir: str | Path, resume: bool = False) -
     if teacher is not None and cfg.teacher_cache and any(
             all(REGISTRY[o.loss].reads <= {"logits"} for o in p.objectives) for p in cfg.phases):
         precision = resolve_precision(cfg.precision, default_device())
+        teacher.to(default_device())  # the teacher pass runs where training will
         train.teacher_logits, hit = teacher_logits(
             teacher, resolve_model_path(cfg.teacher), train, cfg.data.eval_batch_size, precision)
         cache = "reused" if hit else "computed"

@@ -125,20 +125,45 @@ DIVERGENCES: dict[str, Callable[..., Tensor]] = {
 parameters (``beta``, ``skew``, ``reverse``) come from the loss's config."""
 
 
+def topk_buckets(student_logits: Tensor, teacher_top: Tensor, top_indices: Tensor
+                 ) -> tuple[Tensor, Tensor]:
+    """Student and teacher log-probabilities over k + 1 buckets — the teacher's k most
+    probable classes (``top_indices``, with its log-probabilities ``teacher_top``) and the rest
+    of the vocabulary — for a divergence against cached top-k teacher outputs. Grouping classes
+    can only lower a divergence, so the top-k loss bounds the full one from below."""
+    log_s = F.log_softmax(student_logits.float(), dim=-1)
+
+    def with_rest(top: Tensor) -> Tensor:
+        mass = top.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-6)
+        return torch.cat([top, torch.log1p(-mass)], dim=-1)
+
+    return (with_rest(log_s.gather(-1, top_indices.long())),
+            with_rest(teacher_top.float()))
+
+
 def divergence(
     student_logits: Tensor,
     teacher_logits: Tensor,
     kind: str = "kd",
     temperature: float = 1.0,
     mask: Tensor | None = None,
+    top_indices: Tensor | None = None,
     **params: Any,
 ) -> Tensor:
     """τ² · mean over kept rows of D(softmax(t/τ), softmax(s/τ)), D one of :data:`DIVERGENCES`.
 
-    Logits are (..., C); ``mask`` is (...). Computed in fp32.
+    Logits are (..., C); ``mask`` is (...). Computed in fp32. With ``top_indices`` (..., k),
+    ``teacher_logits`` are the teacher's top-k log-probabilities at those classes (cached
+    outputs) and D is taken over :func:`topk_buckets` (τ must be 1).
     """
     if kind not in DIVERGENCES:
         raise UserError(f"unknown divergence {kind!r}; use one of {', '.join(DIVERGENCES)}")
+    if top_indices is not None:
+        if temperature != 1.0:
+            raise UserError("top-k teacher outputs give no tempered distribution: use "
+                            "temperature 1, or teacher_cache: false")
+        student_logits, teacher_logits = topk_buckets(student_logits, teacher_logits,
+                                                      top_indices)
     log_s, log_t = _tempered_log_probs(student_logits, teacher_logits, temperature, mask, kind)
     if log_s.shape[0] == 0:
         return _empty_zero(student_logits)
@@ -197,9 +222,12 @@ def soft_target_loss(
     alpha: float,
     kind: str = "kd",
     mask: Tensor | None = None,
+    top_indices: Tensor | None = None,
     **params: Any,
 ) -> Tensor:
-    """``alpha · divergence(kind) + (1 − alpha) · hard_label_loss`` (Hinton's KD for ``kd``).
+    """``alpha · divergence(kind) + (1 − alpha) · hard_label_loss`` (Hinton's KD for ``kd``);
+    ``top_indices``: the teacher's logits are cached top-k log-probabilities (see
+    :func:`divergence`).
 
     Positions with label -100 and, if given, positions where ``mask`` is false are ignored by
     both terms. ``labels`` may be None only when ``alpha == 1`` (soft targets only).
@@ -212,7 +240,8 @@ def soft_target_loss(
             raise UserError(
                 f"alpha is {alpha} but no labels were given; set alpha to 1 or provide labels"
             )
-        return divergence(student_logits, teacher_logits, kind, temperature, mask, **params)
+        return divergence(student_logits, teacher_logits, kind, temperature, mask, top_indices,
+                          **params)
     keep = labels != ignore
     if mask is not None:
         if mask.shape != labels.shape:
@@ -224,7 +253,7 @@ def soft_target_loss(
     total = _empty_zero(student_logits)
     if alpha > 0.0:
         total = total + alpha * divergence(student_logits, teacher_logits, kind, temperature,
-                                           keep, **params)
+                                           keep, top_indices, **params)
     if alpha < 1.0:
         total = total + (1.0 - alpha) * hard_label_loss(
             student_logits, labels.masked_fill(~keep, ignore), ignore_index=ignore)
@@ -352,6 +381,8 @@ class TaskOutputs:
     """(B, H, L, L) pre-softmax self-attention scores per layer."""
     attention_mask: Tensor | None = None
     """(B, L): the real (non-padding) positions of ``hidden_states`` and the scores."""
+    top_indices: Tensor | None = None
+    """(..., k): set when ``logits`` are cached top-k log-probabilities at these classes."""
 
 
 @dataclass(frozen=True)
@@ -404,7 +435,7 @@ _SOFT_COMMON = {"loss", "weight", "temperature", "alpha"}
 def _soft_term(spec, s: TaskOutputs, t: TaskOutputs, labels, _) -> Tensor:
     params = spec.model_dump(exclude=_SOFT_COMMON)
     return soft_target_loss(s.logits, t.logits, labels, spec.temperature, spec.alpha, spec.loss,
-                            s.mask, **params)
+                            s.mask, t.top_indices, **params)
 
 
 def _embedding_term(spec, s: TaskOutputs, t: TaskOutputs, labels, match: LayerMatch) -> Tensor:

@@ -9,7 +9,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from textdistill.config import LossSpec
+from textdistill.config import LossSpec, SoftTarget
 from textdistill.errors import UserError
 from textdistill.losses import REGISTRY, ModelShape, TaskOutputs
 from textdistill.precision import full_precision
@@ -38,6 +38,12 @@ def check_task(task: Task, specs: list[LossSpec]) -> None:
                 f"no {', '.join(missing)}; use a loss on logits (hard, kd, reverse_kl, jsd, "
                 "skew_kl, tvd, soft_ce)"
             )
+
+
+def topk_ready(spec: LossSpec) -> bool:
+    """Whether ``spec`` can use cached top-k teacher outputs: a divergence of the soft-target
+    family at temperature 1, or a loss that needs no teacher."""
+    return not spec.needs_teacher or (isinstance(spec, SoftTarget) and spec.temperature == 1.0)
 
 
 def _term_names(specs: list[LossSpec]) -> list[str]:
@@ -99,6 +105,9 @@ class ObjectiveModule(nn.Module):
             if "teacher_logits" in batch and reads <= {"logits"}:  # precomputed (teacher_cache)
                 teacher = TaskOutputs(logits=batch["teacher_logits"],
                                       attention_mask=batch.get("attention_mask"))
+            elif "teacher_top" in batch and all(topk_ready(s) for s in specs):
+                teacher = TaskOutputs(logits=batch["teacher_top"],
+                                      top_indices=batch["teacher_top_indices"])
             else:
                 with torch.no_grad():
                     teacher = self.task.outputs(self.teacher, batch, reads)

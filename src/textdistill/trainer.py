@@ -425,4 +425,13 @@ class Trainer:
                 state.epoch += 1
                 state.step_in_epoch = 0
                 self._save_checkpoint(state, optimizer, scheduler)
+                # a signal during the evaluation or the save stops here (any process: all)
+                flags = self.accelerator.reduce(
+                    torch.tensor([float(stop.raised is not None)], device=self.accelerator.device),
+                    "sum")
+                if flags.item() > 0:
+                    raise Interrupted(
+                        f"stopped by {stop.raised or 'a signal'} after epoch {state.epoch} of "
+                        f"phase '{phase.name}'; checkpoint saved in {self.ckpt_dir}: rerun the "
+                        "same command with --resume")
         return examples

@@ -209,17 +209,35 @@ class ParallelDataset(BatchedDataset):
         self.tgt = tokenizer([t for _, t in pairs], truncation=True,
                              max_length=max_length)["input_ids"]
         self.pad_id = tokenizer.pad_token_id
+        self.teacher_topk: dict[str, torch.Tensor] | None = None
+        """The teacher's top-k ``values`` and ``indices`` per target token, target after
+        target (``teacher_cache``), batched as ``teacher_top``/``teacher_top_indices``."""
+        self._starts: list[int] = []
 
     def __len__(self) -> int:
         return len(self.src)
 
-    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
-        return self.src[i], self.tgt[i]
+    def __getitem__(self, i: int) -> tuple:
+        if self.teacher_topk is None:
+            return self.src[i], self.tgt[i]
+        if not self._starts:
+            self._starts = [0]
+            for tgt in self.tgt:
+                self._starts.append(self._starts[-1] + len(tgt))
+        rows = slice(self._starts[i], self._starts[i + 1])
+        return (self.src[i], self.tgt[i], self.teacher_topk["values"][rows],
+                self.teacher_topk["indices"][rows])
 
     def lengths(self) -> list[int]:
         return [max(len(s), len(t)) for s, t in zip(self.src, self.tgt, strict=True)]
 
-    def collate(self, rows: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        ids, mask = pad([s for s, _ in rows], self.pad_id)
-        labels, _ = pad([t for _, t in rows], -100)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    def collate(self, rows: list[tuple]) -> dict[str, torch.Tensor]:
+        ids, mask = pad([r[0] for r in rows], self.pad_id)
+        labels, _ = pad([r[1] for r in rows], -100)
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if len(rows[0]) == 4:  # cached top-k teacher outputs, zero-padded like the labels
+            batch["teacher_top"] = torch.nn.utils.rnn.pad_sequence([r[2] for r in rows],
+                                                                   batch_first=True)
+            batch["teacher_top_indices"] = torch.nn.utils.rnn.pad_sequence(
+                [r[3] for r in rows], batch_first=True)
+        return batch

@@ -28,7 +28,7 @@ from textdistill.models.seq2seq import (
     load_seq2seq,
     save_seq2seq,
 )
-from textdistill.objectives import ObjectiveModule, check_task
+from textdistill.objectives import ObjectiveModule, check_task, topk_ready
 from textdistill.paths import atomic_write_json, atomic_write_text
 from textdistill.precision import default_device, resolve_precision
 from textdistill.runs import training_record
@@ -40,6 +40,7 @@ from textdistill.seq2seq.generate import (
 )
 from textdistill.seq2seq.vocab import check_languages, load_tokenizer, train_tokenizer
 from textdistill.tasks.seq2seq import Seq2SeqTask
+from textdistill.teacher_cache import teacher_topk
 from textdistill.trainer import PhaseSpec, Trainer
 
 
@@ -76,6 +77,13 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     module = ObjectiveModule(Seq2SeqTask(), model, [cfg.objectives],
                              teacher if needs_teacher else None)
     train = ParallelDataset(train_pairs, tokenizer, cfg.data.max_length)
+    precision = resolve_precision(cfg.precision, default_device())
+    cache = None
+    if needs_teacher and cfg.teacher_cache and all(topk_ready(o) for o in cfg.objectives):
+        teacher.to(default_device())  # the teacher pass runs where training will
+        train.teacher_topk, hit = teacher_topk(teacher, Path(cfg.teacher), train,
+                                               cfg.data.batch_tokens, precision, cfg.teacher_topk)
+        cache = "reused" if hit else "computed"
     decode = DecodeConfig(method="greedy", max_length=cfg.data.max_length)
     references = [t for _, t in dev_pairs]
 
@@ -90,9 +98,11 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     trainer = Trainer(module, train, cfg.data.batch_tokens,
                       [PhaseSpec("train", cfg.epochs, cfg.optim)], out_dir, evaluate_fn, save_fn,
                       select_metric="bleu", seed=cfg.seed, run_config=training_record(cfg),
-                      precision=resolve_precision(cfg.precision, default_device()))
+                      precision=precision)
     summary = trainer.train(resume=resume)
     summary.update(train_pairs=len(train_pairs), params=count_parameters(model)["params"])
+    if cache is not None:
+        summary["teacher_cache"] = cache
     if trainer.is_main:
         atomic_write_json(out_dir / "metrics.json", summary)
     return summary
