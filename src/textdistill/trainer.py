@@ -4,6 +4,7 @@ it out unchanged."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -204,11 +205,12 @@ class Trainer:
             # save_model drops duplicates of tied weights (shared embeddings)
             save_model(module, str(tmp / "module.safetensors"))
             crash_point("checkpoint: weights written")
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": _rng_state()},
-                tmp / "optimizer.pt",
-            )
+            # serialized in memory, written by Python: a full disk is then an OSError (ENOSPC),
+            # where torch.save's own writer only says that its stream failed
+            buffer = io.BytesIO()
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": _rng_state()}, buffer)
+            (tmp / "optimizer.pt").write_bytes(buffer.getbuffer())
             if self._best_changed:
                 self.save_fn(module, tmp / "best")
             elif (self.ckpt_dir / "best").is_dir():
