@@ -103,3 +103,19 @@ def test_a_bf16_run_saves_fp32_models_and_records_its_precision(bf16_cpu, tmp_pa
     assert json.loads((tmp_path / "run.json").read_text())["precision"] == "bf16"
     with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+
+
+def test_eager_attention_for_bf16_training_on_a_cpu():
+    from test_seq2seq_command import LINES
+
+    from textdistill.models.seq2seq import build_seq2seq
+    from textdistill.precision import prefer_eager_attention
+    from textdistill.seq2seq.vocab import train_tokenizer
+
+    tok = train_tokenizer(LINES, 60)
+    model = build_seq2seq("tiny", tok, seed=0, d_model=16, heads=2, ffn_dim=32,
+                          encoder_layers=1, decoder_layers=1)
+    prefer_eager_attention(model, "fp32", "cpu")
+    assert model.config._attn_implementation == "sdpa"
+    prefer_eager_attention(model, "bf16", "cpu")
+    assert model.config._attn_implementation == "eager"

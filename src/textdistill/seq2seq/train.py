@@ -30,7 +30,7 @@ from textdistill.models.seq2seq import (
 )
 from textdistill.objectives import ObjectiveModule, check_task, topk_ready
 from textdistill.paths import atomic_write_json, atomic_write_text
-from textdistill.precision import default_device, resolve_precision
+from textdistill.precision import default_device, prefer_eager_attention, resolve_precision
 from textdistill.runs import training_record
 from textdistill.seq2seq.generate import (
     generate_corpus,
@@ -74,10 +74,13 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
         init_from_teacher(model, teacher, cfg.init_from_teacher.encoder,
                           cfg.init_from_teacher.decoder)
     needs_teacher = any(o.needs_teacher for o in cfg.objectives)
+    precision = resolve_precision(cfg.precision, default_device())
+    for m in (model, teacher if needs_teacher else None):
+        if m is not None:
+            prefer_eager_attention(m, precision, default_device())
     module = ObjectiveModule(Seq2SeqTask(), model, [cfg.objectives],
                              teacher if needs_teacher else None)
     train = ParallelDataset(train_pairs, tokenizer, cfg.data.max_length)
-    precision = resolve_precision(cfg.precision, default_device())
     cache = None
     if needs_teacher and cfg.teacher_cache and all(topk_ready(o) for o in cfg.objectives):
         teacher.to(default_device())  # the teacher pass runs where training will
