@@ -102,18 +102,24 @@ def test_a_recipe_run_folder_has_one_writer(tmp_path):
         holder.wait()
 
 
-def _small_file_limit() -> None:
-    """In the child: files may not grow past 1 MB (writes then fail with EFBIG, as on a full
-    disk, through the real writers of safetensors, torch and Python)."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+def _file_limit(limit: int):
+    """For the child: files may not grow past ``limit`` bytes (writes then fail with EFBIG,
+    as on a full disk, through the real writers)."""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
 
 
 @pytest.mark.slow
-def test_a_failing_save_is_one_line_and_leaves_nothing_that_looks_finished(tmp_path):
+@pytest.mark.parametrize("limit", [1_000_000, 25_000_000], ids=["weights", "optimizer"])
+def test_a_failing_save_is_one_line_and_leaves_nothing_that_looks_finished(tmp_path, limit):
+    """1 MB: safetensors' writer fails on the checkpoint's weights; 25 MB: the weights (17.5
+    MB for micro-2) fit and the optimizer state (twice that) fails."""
     out = tmp_path / "out"
     proc = subprocess.run(cli_command("distill", "-o", out, *MICRO), capture_output=True,
-                          text=True, cwd=ROOT, timeout=300, preexec_fn=_small_file_limit)
+                          text=True, cwd=ROOT, timeout=300, preexec_fn=_file_limit(limit))
     progress, error = proc.stderr.splitlines()  # the epoch's dev line, then the error
     assert progress.startswith("train epoch 1: dev accuracy")
     assert_user_error(proc.returncode, error, f"cannot write {out / 'checkpoint'}: file too "

@@ -130,3 +130,13 @@ def test_students_of_one_teacher_pay_for_its_pass_once(cache_dir, teacher, tmp_p
     off = run_distill(distill_config(*args, "teacher_cache=false"), tmp_path / "c")
     assert "teacher_cache" not in off
     assert len(list(cache_dir.glob("*/manifest.json"))) == 1
+
+
+def test_the_cache_folder_follows_its_variable_or_the_xdg_cache(monkeypatch, tmp_path):
+    from textdistill.teacher_cache import cache_root
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine"
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "textdistill" / "teacher"

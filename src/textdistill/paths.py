@@ -19,13 +19,19 @@ from textdistill.faults import crash_point
 DATA_ENV = "TEXTDISTILL_DATA"
 
 
-def data_dir() -> Path:
-    """The data directory: ``$TEXTDISTILL_DATA``, else ``~/.cache/textdistill/data``."""
-    env = os.environ.get(DATA_ENV)
+def env_dir(variable: str, default_name: str) -> Path:
+    """The folder ``$variable``, else ``~/.cache/textdistill/default_name`` (XDG_CACHE_HOME
+    respected)."""
+    env = os.environ.get(variable)
     if env:
         return Path(env).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "textdistill" / "data"
+    return cache / "textdistill" / default_name
+
+
+def data_dir() -> Path:
+    """The data directory: ``$TEXTDISTILL_DATA``, else ``~/.cache/textdistill/data``."""
+    return env_dir(DATA_ENV, "data")
 
 
 def current_umask() -> int:
@@ -61,20 +67,11 @@ def io_error_line(exc: OSError, path: str | Path | None = None) -> str | None:
         f"{where}: {ADVICE[exc.errno]}")
 
 
-def _write_errno(exc: BaseException, path: Path) -> int | None:
-    """The errno behind a failed write by a library that does not raise OSError (safetensors
-    says ``os error N``; torch.save only that the stream writer failed)."""
-    text = str(exc)
-    found = re.search(r"os error (\d+)", text)
-    if found:
-        return int(found.group(1))
-    if "inline_container" in text or "PytorchStreamWriter" in text:
-        try:
-            low = shutil.disk_usage(path.parent if path.parent.exists() else ".").free < 2**20
-        except OSError:
-            low = False
-        return errno.ENOSPC if low else errno.EIO
-    return None
+def _write_errno(exc: BaseException) -> int | None:
+    """The errno behind a failed write by safetensors, which raises no OSError but says
+    ``os error N`` (checkpoints write torch.save's bytes through Python for the same reason)."""
+    found = re.search(r"os error (\d+)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 @contextmanager
@@ -92,7 +89,7 @@ def writing(path: str | Path) -> Iterator[None]:
             raise
         raise UserError(line) from None
     except Exception as exc:
-        code = _write_errno(exc, path)
+        code = _write_errno(exc)
         if code is None or code not in ADVICE:
             raise
         raise UserError(io_error_line(OSError(code, os.strerror(code)), path)) from None

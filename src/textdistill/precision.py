@@ -74,9 +74,8 @@ def full_precision(device: torch.device | str = "cpu") -> AbstractContextManager
 
 def prefer_eager_attention(model, precision: str, device: torch.device | str = "cpu") -> None:
     """Train a Hugging Face model with eager attention under bf16 on a CPU: there PyTorch's
-    SDPA backward (flash attention for CPU) is the slowest part of the step. Measured here
-    (one thread, AMX): a ``tiny`` translation step 2.46 s with SDPA, 1.62 s eager (fp32:
-    3.25 s either way)."""
+    SDPA backward (flash attention for CPU) is the slowest part of the step (figures:
+    ``benchmarks/bench_precision.py``, docs/benchmarks.md)."""
     if (precision == "bf16" and torch.device(device).type == "cpu"
             and hasattr(model, "set_attn_implementation")):
         model.set_attn_implementation("eager")
