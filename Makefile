@@ -30,7 +30,7 @@ test: lint
 	$(VENV)/bin/pytest -q
 
 quickstart: setup
-	$(VENV)/bin/textdistill run recipes/quickstart.yaml
+	$(VENV)/bin/textdistill run recipes/quickstart.yaml --jobs 2
 
 # The GPU run (docs/gpu.md). Here: `make gpu-bundle` puts in .gpu/ the wheels the GPU machine's
 # image lacks and the l10n corpus; there (no PyPI, no ../shared): `make gpu-results`.

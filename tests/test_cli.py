@@ -116,10 +116,10 @@ def test_invalid_yaml(tmp_path):
 
 
 def test_unknown_key_in_recipe(tmp_path):
-    result = invoke("run", RECIPE, "stages.1.phases.0.objectives.0.temprature=2", "--run-dir",
+    result = invoke("run", RECIPE, "stages.1.phases.1.objectives.0.temprature=2", "--run-dir",
                     tmp_path / "run")
     assert_user_error(result.exit_code, result.stderr,
-                      "unknown key 'stages.1.phases.0.objectives.0.temprature'",
+                      "unknown key 'stages.1.phases.1.objectives.0.temprature'",
                       "did you mean 'temperature'?")
     assert not (tmp_path / "run").exists()
 
@@ -130,10 +130,10 @@ def test_only_names_stages_of_the_recipe(tmp_path):
                       "recipe 'quickstart' has no stage 'nope'; its stages are teacher")
     assert not (tmp_path / "run").exists()
     # a stage whose inputs are not up to date is refused before anything is trained
-    result = invoke("run", RECIPE, "--only", "student-kd", "--run-dir", tmp_path / "run")
+    result = invoke("run", RECIPE, "--only", "student", "--run-dir", tmp_path / "run")
     assert_user_error(result.exit_code, result.stderr,
-                      "stage 'student-kd' needs stage 'teacher', which is not up to date")
-    assert not (tmp_path / "run" / "student-kd").exists()
+                      "stage 'student' needs stage 'teacher', which is not up to date")
+    assert not (tmp_path / "run" / "student").exists()
 
 
 def test_wrong_type(tmp_path):

@@ -24,17 +24,19 @@ def test_quickstart_recipe_loads():
     recipe = load_config(Recipe, RECIPE)
     assert recipe.name == "quickstart"
     assert [s.kind for s in recipe.stages] == ["finetune", "distill", "distill", "evaluate"]
-    assert [s.name for s in recipe.stages] == ["teacher", "student-kd", "student-labels",
+    assert [s.name for s in recipe.stages] == ["teacher", "student", "student-labels",
                                                "evaluate"]
-    kd = recipe.stages[1]
-    assert isinstance(kd, DistillConfig)
-    assert kd.teacher == "teacher"
-    assert [o.loss for o in kd.phases[0].objectives] == ["kd"]
-    assert kd.phases[0].objectives[0].temperature == 2.0
-    assert kd.phases[0].objectives[0].alpha == 0.5
-    assert kd.phases[0].optim.lr == pytest.approx(3e-4)
+    student = recipe.stages[1]
+    assert isinstance(student, DistillConfig)
+    assert student.teacher == "teacher"
+    assert [p.name for p in student.phases] == ["intermediate", "prediction"]
+    assert [o.loss for o in student.phases[0].objectives] == ["embedding", "hidden", "attention"]
+    assert [o.loss for o in student.phases[1].objectives] == ["soft_ce"]
+    assert student.phases[1].objectives[0].temperature == 1.0
+    assert student.phases[0].optim.lr == pytest.approx(1e-3)
     assert recipe.stages[2].teacher is None
-    assert recipe.stages[3].models == ["teacher", "student-kd", "student-labels"]
+    assert [o.loss for o in recipe.stages[2].phases[0].objectives] == ["hard"]
+    assert recipe.stages[3].models == ["teacher", "student", "student-labels"]
 
 
 def test_dotted_overrides_reach_list_items():
@@ -129,8 +131,8 @@ def test_empty_yaml_is_an_empty_config(tmp_path):
 @pytest.mark.parametrize(
     ("model", "override", "key", "hint"),
     [
-        (Recipe, "stages.1.phases.0.objectives.0.temprature=2",
-         "stages.1.phases.0.objectives.0.temprature", "did you mean 'temperature'?"),
+        (Recipe, "stages.1.phases.1.objectives.0.temprature=2",
+         "stages.1.phases.1.objectives.0.temprature", "did you mean 'temperature'?"),
         (Recipe, "stages.1.student.prest=x", "stages.1.student.prest", "did you mean 'preset'?"),
         (Recipe, "nme=x", "nme", "did you mean 'name'?"),
         (DistillConfig, "data.batch_sise=8", "data.batch_sise", "did you mean 'batch_size'?"),
@@ -158,11 +160,12 @@ def test_unknown_key_suggests_the_closest_valid_key(model, override, key, hint):
         ("stages.0.optim.max_grad_norm=-1", "stages.0.optim.max_grad_norm", "greater than 0"),
         ("stages.0.seed=-1", "stages.0.seed", "greater than or equal to 0"),
         ("stages.0.seed=4294967296", "stages.0.seed", "less than 4294967296"),
-        ("stages.1.phases.0.objectives.0.temperature=0",
-         "stages.1.phases.0.objectives.0.temperature", "greater than 0"),
-        ("stages.1.phases.0.objectives.0.temperature=.inf",
-         "stages.1.phases.0.objectives.0.temperature", "finite number"),
-        ("stages.1.phases.0.objectives.0.alpha=1.5", "stages.1.phases.0.objectives.0.alpha",
+        ("stages.1.phases.1.objectives.0.temperature=0",
+         "stages.1.phases.1.objectives.0.temperature", "greater than 0"),
+        ("stages.1.phases.1.objectives.0.temperature=.inf",
+         "stages.1.phases.1.objectives.0.temperature", "finite number"),
+        ("stages.1.phases.1.objectives=[{loss: kd, alpha: 1.5}]",
+         "stages.1.phases.1.objectives.0.alpha",
          "less than or equal to 1"),
         ("stages.1.phases.0.objectives.0.loss=kld", "stages.1.phases.0.objectives.0.loss",
          "unknown loss 'kld'; use one of 'hard', 'kd', 'reverse_kl', 'jsd'"),
@@ -207,8 +210,8 @@ def test_recipe_stage_without_its_teacher():
 
 def test_duplicate_stage_names():
     with pytest.raises(UserError) as exc:
-        load_config(Recipe, RECIPE, ["stages.2.name=student-kd"])
-    assert "stage names must be unique; repeated: ['student-kd']" in str(exc.value)
+        load_config(Recipe, RECIPE, ["stages.2.name=student"])
+    assert "stage names must be unique; repeated: ['student']" in str(exc.value)
 
 
 def test_recipe_needs_a_stage(tmp_path):

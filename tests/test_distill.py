@@ -83,8 +83,8 @@ def test_tinybert_two_phases(tmp_path, teacher, preset, average_heads):
                                           rel=1e-5)
     assert all("soft_ce" in r and "hidden" not in r for r in second)
     evals = [r for r in records if r["kind"] == "eval"]
-    assert [r["phase"] for r in evals] == [0, 1]
-    # Only the prediction phase may select the best model.
+    # Only the prediction phase is evaluated on dev and selects the best model.
+    assert [r["phase"] for r in evals] == [1]
     assert summary["best_dev"]["phase"] == 1
     assert dev_accuracy(tmp_path / "model", cfg) == summary["best_dev"]["accuracy"]
     # The learned projections are trained and checkpointed, but not saved with the student.
@@ -230,6 +230,53 @@ def test_recipe_only_runs_named_stages_and_reruns_only_what_depends_on_a_change(
     calls.clear()
     recipe_mod.run_recipe(recipe(2), tmp_path)
     assert calls == ["c", "e"]
+
+
+def _two_students(second_teacher: str | None = None) -> Recipe:
+    data = {"max_length": 32, "max_train_examples": 32, "max_eval_examples": 16,
+            "batch_size": 16, "eval_batch_size": 16}
+    hard = [{"epochs": 0.5, "objectives": [{"loss": "hard"}]}]
+    second = ({"teacher": second_teacher, "phases": [{"epochs": 0.5, "objectives": [
+        {"loss": "kd"}]}]} if second_teacher else {"phases": hard, "seed": 7})
+    return validate(Recipe, {"name": "pair", "stages": [
+        {"kind": "distill", "name": "a", "student": {"preset": "micro-2"}, "data": data,
+         "phases": hard},
+        {"kind": "distill", "name": "b", "student": {"preset": "micro-2"}, "data": data,
+         **second},
+        {"kind": "evaluate", "name": "e", "models": ["a", "b"], "split": "dev",
+         "data": {**data, "max_eval_examples": 8}, "latency_examples": 2,
+         "throughput_batches": 1},
+    ]})
+
+
+@pytest.mark.slow
+def test_recipe_jobs_run_independent_stages_side_by_side(tmp_path):
+    import torch
+
+    run_dir = tmp_path / "run"
+    metrics = recipe_mod.run_recipe(_two_students(), run_dir, jobs=2)
+    assert set(metrics) == {"a", "b", "e"}
+    assert set(metrics["e"]["models"]) == {"a", "b"}
+    info = {name: json.loads((run_dir / name / "run.json").read_text()) for name in metrics}
+    cores = torch.get_num_threads()
+    # a and b started together and split the threads; e ran alone, on all of them
+    assert info["a"]["torch_threads"] == info["b"]["torch_threads"] == max(1, cores // 2)
+    assert info["e"]["torch_threads"] == cores
+    assert all((run_dir / name / "stage.json").is_file() for name in metrics)
+    assert json.loads((run_dir / "metrics.json").read_text())["b"]["steps"] == 1
+    assert recipe_mod.run_recipe(_two_students(), run_dir, jobs=2) == json.loads(
+        json.dumps(metrics))  # up to date: nothing reruns
+
+
+@pytest.mark.slow
+def test_recipe_jobs_a_failing_stage_stops_the_run_with_its_error(tmp_path):
+    with pytest.raises(UserError, match="not a Hugging Face model folder"):
+        recipe_mod.run_recipe(_two_students(str(tmp_path / "nowhere")), tmp_path / "run",
+                              jobs=2)
+    assert not (tmp_path / "run" / "b" / "stage.json").exists()
+    assert not (tmp_path / "run" / "e").exists()
+    with pytest.raises(UserError, match="--jobs must be at least 1"):
+        recipe_mod.run_recipe(_two_students(), tmp_path / "run", jobs=0)
 
 
 def test_recipe_evaluating_an_unknown_model(tmp_path):

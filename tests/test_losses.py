@@ -253,6 +253,7 @@ def test_attention_mse_vs_loop_and_padding_excluded():
 def test_attention_mse_grad_only_on_kept_entries():
     s = torch.randn(1, 2, 4, 4, requires_grad=True)
     t = torch.randn(1, 2, 4, 4)
+    t[0, :, :, 3] = float("-inf")  # whatever padding holds stays out of the gradient
     mask = torch.tensor([[1, 1, 1, 0]])
     attention_mse(s, t, mask).backward()
     assert torch.all(s.grad[0, :, 3, :] == 0) and torch.all(s.grad[0, :, :, 3] == 0)

@@ -147,12 +147,17 @@ def test_best_model_is_selected_on_dev(tmp_path):
 
 
 def test_phase_that_does_not_select(tmp_path):
-    trainer = make_trainer(tmp_path, Toy(), scripted_eval([0.99, 0.5]), epochs=(1, 1),
-                           select=[False, True])
+    evaluate = scripted_eval([0.5, 0.99])
+    trainer = make_trainer(tmp_path, Toy(), evaluate, epochs=(1, 1, 1),
+                           select=[False, True, False])
     summary = trainer.train()
-    assert summary["steps"] == 8
+    assert summary["steps"] == 12
+    # only the selecting phase was evaluated (once: 0.5), and its evaluation is the best
     assert summary["best_dev"]["accuracy"] == 0.5
     assert summary["best_dev"]["phase"] == 1
+    evals = [r for r in read_jsonl(tmp_path / "logs" / "metrics.jsonl") if r["kind"] == "eval"]
+    assert [r["phase"] for r in evals] == [1]
+    assert len(evaluate.calls) == 1
 
 
 def test_fractional_epochs(tmp_path):

@@ -140,6 +140,10 @@ def run(
     only: Annotated[str | None, typer.Option(
         help="Run only these stages (comma-separated); the stages they use must be up to "
              "date. Independent stages can so run in separate processes.")] = None,
+    jobs: Annotated[int, typer.Option(
+        help="Run up to this many stages at once when they do not use each other, each in "
+             "its own process, the CPU threads split between them (latency figures of an "
+             "evaluation that overlaps training are then noisy).")] = 1,
 ) -> None:
     """Run a recipe: its stages in order, skipping those whose output is up to date."""
     from textdistill.recipe import run_recipe
@@ -150,7 +154,7 @@ def run(
     cfg = load_config(Recipe, recipe, overrides)
     stages = [name.strip() for name in only.split(",") if name.strip()] if only else None
     run_recipe(cfg, run_dir or Path("runs") / cfg.name, resume=resume, only=stages,
-               overwrite=overwrite)
+               overwrite=overwrite, jobs=jobs)
 
 
 @app.command()

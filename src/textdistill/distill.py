@@ -29,7 +29,7 @@ from textdistill.models.classifier import (
 from textdistill.models.common import save_pretrained_atomic
 from textdistill.objectives import ObjectiveModule, check_task
 from textdistill.paths import atomic_write_json
-from textdistill.precision import default_device, resolve_precision
+from textdistill.precision import default_device, prefer_eager_attention, resolve_precision
 from textdistill.runs import training_record
 from textdistill.tasks.classification import ClassificationTask
 from textdistill.teacher_cache import teacher_logits
@@ -59,10 +59,13 @@ def _train(module: ObjectiveModule, tokenizer, cfg, phases: list[PhaseSpec], cor
     def save_fn(m: ObjectiveModule, folder: Path) -> None:
         save_pretrained_atomic(m.student, tokenizer, folder)
 
+    precision = resolve_precision(cfg.precision, default_device())
+    for model in (module.student, module.teacher):
+        if model is not None:
+            prefer_eager_attention(model, precision, default_device())
     trainer = Trainer(module, train, cfg.data.batch_size, phases, out_dir, evaluate_fn, save_fn,
                       select_metric=cfg.select_metric, seed=cfg.seed,
-                      run_config=training_record(cfg),
-                      precision=resolve_precision(cfg.precision, default_device()))
+                      run_config=training_record(cfg), precision=precision)
     summary = trainer.train(resume=resume)
     summary["labels"] = corpus.labels
     summary["train_rows"] = len(train)
@@ -89,8 +92,8 @@ def run_distill(cfg: DistillConfig, out_dir: str | Path, resume: bool = False) -
     """Train a student from ``cfg.student`` with the objectives of each phase.
 
     With only the ``hard`` loss this is the no-teacher baseline; with a teacher, phases whose
-    objectives have no prediction-layer loss (TinyBERT's intermediate stage) evaluate on dev but
-    do not select the best model.
+    objectives have no prediction-layer loss (TinyBERT's intermediate stage) neither evaluate
+    on dev nor select the best model.
     """
     out_dir = Path(out_dir)
     for phase in cfg.phases:

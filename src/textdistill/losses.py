@@ -52,6 +52,14 @@ def _empty_zero(t: Tensor) -> Tensor:
     return t.reshape(-1)[:0].sum()
 
 
+def _masked_mean_square(student: Tensor, teacher: Tensor, keep: Tensor, count: Tensor) -> Tensor:
+    """Sum of squared fp32 differences where ``keep`` (broadcast) holds, over ``count``; zero
+    (connected to the graph) when nothing is kept. Selecting by ``torch.where`` instead of by
+    indexing spares the gather and the scatter of its gradient."""
+    diff = torch.where(keep, student.float() - teacher.detach().float(), 0.0)
+    return (diff * diff).sum() / count.clamp(min=1)
+
+
 def _kept_rows(
     student: Tensor, teacher: Tensor, mask: Tensor | None, what: str
 ) -> tuple[Tensor, Tensor]:
@@ -273,10 +281,16 @@ def hidden_mse(
         "hidden states",
         "project the student to the teacher width and use the same tokenizer",
     )
-    s, t = _kept_rows(student_hidden, teacher_hidden, mask, "hidden-state")
-    if s.numel() == 0:
-        return _empty_zero(student_hidden)
-    return F.mse_loss(s.float(), t.float(), reduction="mean")
+    if mask is None:
+        return F.mse_loss(student_hidden.float(), teacher_hidden.detach().float())
+    if mask.shape != student_hidden.shape[:-1]:
+        raise UserError(
+            f"hidden-state mask has shape {tuple(mask.shape)} but the states have leading shape "
+            f"{tuple(student_hidden.shape[:-1])}; pass the attention mask of the batch"
+        )
+    keep = mask.to(torch.bool).unsqueeze(-1)
+    return _masked_mean_square(student_hidden, teacher_hidden, keep,
+                               keep.sum() * student_hidden.shape[-1])
 
 
 def attention_mse(
@@ -320,10 +334,7 @@ def attention_mse(
         )
     m = attention_mask.to(torch.bool)
     pair = (m[:, :, None] & m[:, None, :]).unsqueeze(1)  # (B, 1, L, L): query and key kept
-    diff = (s - t)[pair.expand_as(s)]
-    if diff.numel() == 0:
-        return _empty_zero(student_scores)
-    return diff.pow(2).mean()
+    return _masked_mean_square(s, t, pair, pair.sum() * h)
 
 
 class Projection(nn.Module):

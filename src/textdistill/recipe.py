@@ -4,9 +4,14 @@ date, so an interrupted recipe resumes where it stopped."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import queue
 import sys
+import traceback
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -59,24 +64,37 @@ def _references(stage, earlier: list[str]) -> list[str]:
     return [name for name in earlier if name in names]
 
 
+@dataclass
+class _Planned:
+    """A stage to run: its resolved config, the stages it uses, its folder and digest."""
+
+    stage: Any
+    resolved: Any
+    deps: list[str]
+    out_dir: Path
+    digest: str
+
+
 def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
-               only: list[str] | None = None, overwrite: bool = False) -> dict:
+               only: list[str] | None = None, overwrite: bool = False, jobs: int = 1) -> dict:
     """Run every stage of ``recipe`` under ``run_dir`` (or the stages named in ``only``, whose
     inputs must then be up to date); returns the metrics of every up-to-date stage by name.
 
     A stage is skipped when its marker holds the digest of its configuration and of the
     digests of the stages it uses, so a change reruns that stage and every stage downstream
-    of it, and nothing else; stages that do not use each other can run in separate processes
-    (``only``). A stage that reruns starts anew, unless ``resume`` and its checkpoint was made
-    with the same settings; ``overwrite`` reruns every stage anew."""
+    of it, and nothing else. A stage that reruns starts anew, unless ``resume`` and its
+    checkpoint was made with the same settings; ``overwrite`` reruns every stage anew. With
+    ``jobs`` > 1, stages that do not use each other run at the same time, each in its own
+    process, sharing the CPU threads between them."""
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
     run_dir = Path(run_dir)
     with one_writer(run_dir) if only is None else nullcontext():
-        return _run_recipe(recipe, run_dir, resume, only, overwrite)
+        return _run_recipe(recipe, run_dir, resume, only, overwrite, jobs)
 
 
 def _run_recipe(recipe: Recipe, run_dir: Path, resume: bool, only: list[str] | None,
-                overwrite: bool) -> dict:
-    run_dir = Path(run_dir)
+                overwrite: bool, jobs: int) -> dict:
     names = [stage.name for stage in recipe.stages]
     unknown = [name for name in only or [] if name not in names]
     if unknown:
@@ -87,6 +105,7 @@ def _run_recipe(recipe: Recipe, run_dir: Path, resume: bool, only: list[str] | N
     metrics: dict[str, dict] = {}
     digests: dict[str, str] = {}
     earlier: list[str] = []
+    plan: list[_Planned] = []
     for stage in recipe.stages:
         resolved = _resolved(stage, run_dir, earlier)
         deps = _references(stage, earlier)
@@ -104,23 +123,106 @@ def _run_recipe(recipe: Recipe, run_dir: Path, resume: bool, only: list[str] | N
             continue
         if only is not None and stage.name not in only:
             continue
-        missing = [d for d in deps if d not in metrics]
+        planned = {p.stage.name for p in plan}
+        missing = [d for d in deps if d not in metrics and d not in planned]
         if missing:
             raise UserError(f"stage '{stage.name}' needs stage '{missing[0]}', which is not up "
                             "to date: run it first or name it too")
-        console.print(f"[bold]stage[/] '{stage.name}' ({stage.kind})")
-        marker.unlink(missing_ok=True)
-        changed = training_changes(out_dir, resolved) if resume and out_dir.is_dir() else []
-        if changed:
-            console.print(f"stage '{stage.name}': settings changed ({', '.join(changed[:4])}); "
-                          "training anew")
-        kind = STAGES[stage.kind]
-        metrics[stage.name] = kind.execute(resolved, out_dir, resume and not changed,
-                                           overwrite=True)
-        if kind.show is show_evaluation:
-            kind.show(metrics[stage.name], out_dir)
-        atomic_write_json(marker, {"config": digest})
+        plan.append(_Planned(stage, resolved, deps, out_dir, digest))
+    if jobs == 1:
+        for item in plan:
+            metrics[item.stage.name] = _run_stage(item, resume)
+    else:
+        _run_side_by_side(plan, metrics, resume, jobs)
     if only is None:
         atomic_write_json(run_dir / "metrics.json", metrics)
         console.print(f"report: {write_report(run_dir)}")
     return metrics
+
+
+def _run_stage(item: _Planned, resume: bool) -> dict:
+    """Run one stage (anew, or on from its checkpoint) and mark its output up to date."""
+    stage, out_dir = item.stage, item.out_dir
+    console.print(f"[bold]stage[/] '{stage.name}' ({stage.kind})")
+    marker = out_dir / "stage.json"
+    marker.unlink(missing_ok=True)
+    changed = training_changes(out_dir, item.resolved) if resume and out_dir.is_dir() else []
+    if changed:
+        console.print(f"stage '{stage.name}': settings changed ({', '.join(changed[:4])}); "
+                      "training anew")
+    kind = STAGES[stage.kind]
+    metrics = kind.execute(item.resolved, out_dir, resume and not changed, overwrite=True)
+    if kind.show is show_evaluation:
+        kind.show(metrics, out_dir)
+    atomic_write_json(marker, {"config": item.digest})
+    return metrics
+
+
+def _stage_process(item: _Planned, resume: bool, threads: int, results) -> None:
+    """A worker process: one stage on ``threads`` CPU threads; puts (name, ok, metrics or
+    the UserError to raise) on ``results``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    name = item.stage.name
+    try:
+        results.put((name, True, _run_stage(item, resume)))
+    except UserError as exc:
+        results.put((name, False, exc))
+    except BaseException as exc:  # a bug: its traceback goes to stderr
+        traceback.print_exc()
+        results.put((name, False, UserError(f"stage '{name}' failed with "
+                                            f"{type(exc).__name__}: {exc} (traceback above)")))
+
+
+def _run_side_by_side(plan: list[_Planned], metrics: dict[str, dict], resume: bool,
+                      jobs: int) -> None:
+    """Run ``plan`` with up to ``jobs`` stages at a time, each in a process of its own; a
+    stage starts when the stages it uses are done, with the CPU threads split evenly among
+    the stages that start or run then. The first failure stops the others (they save their
+    checkpoints: ``--resume`` goes on)."""
+    import torch
+
+    cores = torch.get_num_threads()
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    waiting = list(plan)
+    running: dict[str, Any] = {}
+    try:
+        while waiting or running:
+            ready = [p for p in waiting if all(d in metrics for d in p.deps)]
+            ready = ready[:jobs - len(running)]
+            for item in ready:
+                threads = max(1, cores // (len(running) + len(ready)))
+                waiting.remove(item)
+                proc = context.Process(target=_stage_process, daemon=True,
+                                       args=(item, resume, threads, results))
+                proc.start()
+                running[item.stage.name] = proc
+            name, ok, payload = _next_result(results, running)
+            running.pop(name).join()
+            if not ok:
+                raise payload
+            metrics[name] = payload
+    finally:
+        for proc in running.values():  # stop the others (SIGTERM: checkpoint, then exit)
+            proc.terminate()
+        for proc in running.values():
+            proc.join()
+
+
+def _next_result(results, running: dict[str, Any]) -> tuple[str, bool, Any]:
+    """The next finished stage's result; a process that died without one (killed, out of
+    memory) is reported as such."""
+    while True:
+        try:
+            return results.get(timeout=1.0)
+        except queue.Empty:
+            for name, proc in running.items():
+                if proc.exitcode is not None:
+                    try:  # its result may have arrived just now
+                        return results.get(timeout=1.0)
+                    except queue.Empty:
+                        return name, False, UserError(
+                            f"stage '{name}' stopped without a result (exit code "
+                            f"{proc.exitcode}): rerun with --resume")

@@ -54,7 +54,8 @@ class PhaseSpec:
     epochs: float
     optim: OptimConfig
     select: bool = True
-    """Whether dev evaluations in this phase may select the best model."""
+    """Whether this phase trains the prediction layer: it is evaluated on dev after each epoch,
+    and the evaluations select the best model."""
 
 
 @dataclass
@@ -260,6 +261,10 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def _evaluate(self, state: TrainState, phase: PhaseSpec) -> None:
+        if not phase.select:  # its loss trains no prediction layer: dev scores mean nothing
+            console.print(f"[bold]{phase.name}[/] epoch {state.epoch + 1}: done (this phase "
+                          "trains no prediction layer, so no dev evaluation)")
+            return
         self.accelerator.wait_for_everyone()
         if self.is_main:
             module = self.accelerator.unwrap_model(self.module)
@@ -278,7 +283,7 @@ class Trainer:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             console.print(f"[bold]{phase.name}[/] epoch {state.epoch + 1}: dev {shown}")
             value = metrics[self.select_metric]
-            if phase.select and (state.best_metric is None or value > state.best_metric):
+            if state.best_metric is None or value > state.best_metric:
                 state.best_metric = value
                 state.best_eval = record
                 self._best_changed = True  # saved with the next checkpoint
