@@ -184,7 +184,11 @@ def _run_side_by_side(plan: list[_Planned], metrics: dict[str, dict], resume: bo
     import torch
 
     cores = torch.get_num_threads()
-    context = multiprocessing.get_context("spawn")
+    # a fork server that has imported the stages' modules once starts each stage in a moment;
+    # it runs no torch work itself, so forking it is safe for OpenMP
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["textdistill.recipe", "textdistill.distill",
+                                    "textdistill.seq2seq.train", "textdistill.evaluate"])
     results = context.Queue()
     waiting = list(plan)
     running: dict[str, Any] = {}
