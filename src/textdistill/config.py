@@ -211,8 +211,17 @@ class Attention(LossSpec):
     """Average each side over its heads first (to compare different head counts)."""
 
 
+class Length(LossSpec):
+    """Cross-entropy of a non-autoregressive model's target-length prediction (its classes
+    are offsets from the source length)."""
+
+    loss: Literal["length"]
+    weight: float = Field(0.1, ge=0, allow_inf_nan=False)
+    needs_teacher: ClassVar[bool] = False
+
+
 Objective = Annotated[
-    Hard | KD | ReverseKL | JSD | SkewKL | TVD | SoftCE | Embedding | Hidden | Attention,
+    Hard | KD | ReverseKL | JSD | SkewKL | TVD | SoftCE | Embedding | Hidden | Attention | Length,
     Field(discriminator="loss"),
 ]
 LOSS_SPECS: dict[str, type[LossSpec]] = {
@@ -352,8 +361,31 @@ class Seq2SeqInit(Strict):
     decoder: list[int]
 
 
+class NATSettings(Strict):
+    """A non-autoregressive model (``models.nat``): how it is trained and decoded on dev."""
+
+    masking: Literal["all", "random"] = "random"
+    """all: vanilla NAT (every target token masked, decoded in one pass); random: CMLM (a
+    uniformly drawn number of target tokens masked; decoded by mask-predict)."""
+    decoder_input: Literal["mask", "copy"] = "mask"
+    """What masked decoder positions see: the [MASK] embedding, or a uniform copy of the
+    source embeddings."""
+    max_length_offset: int = Field(20, ge=1)
+    """Length classes: target length − source length, clamped to ±this."""
+    iterations: int | None = Field(None, ge=1)
+    """Mask-predict iterations of the dev decoding that selects the best model (default: 1
+    for masking all, 4 for random)."""
+    length_beam: int = Field(3, ge=1)
+    """Length candidates per source in the dev decoding."""
+
+    @property
+    def dev_iterations(self) -> int:
+        return self.iterations or (1 if self.masking == "all" else 4)
+
+
 class Seq2SeqConfig(Strict):
-    """Train a translation model: a teacher on gold data or a student (Seq-KD, word-KD)."""
+    """Train a translation model: a teacher on gold data or a student (Seq-KD, word-KD); with
+    ``nat``, a non-autoregressive student (vanilla NAT or CMLM)."""
 
     kind: Literal["train"] = "train"
     name: str = "nmt"
@@ -381,6 +413,9 @@ class Seq2SeqConfig(Strict):
     """k of the cached outputs: the teacher's k most probable tokens, the rest as one bucket."""
     init_from_teacher: Seq2SeqInit | None = None
     """Start from the teacher's embeddings and these layers instead of random weights."""
+    nat: NATSettings | None = None
+    """Train a non-autoregressive model (e.g. ``nat: {masking: all}``); its length loss
+    (``length``, weight 0.1) is added to the objectives unless they have one."""
     seed: Seed = 42
     precision: Precision = "auto"
     """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
@@ -389,6 +424,17 @@ class Seq2SeqConfig(Strict):
     @model_validator(mode="after")
     def _teacher_needed(self) -> Seq2SeqConfig:
         _needs_teacher(self.objectives, self.teacher)
+        if self.nat is not None:
+            if any(o.needs_teacher for o in self.objectives) or self.init_from_teacher:
+                raise ValueError("a NAT model learns from a teacher through its outputs: train "
+                                 "it on the teacher's translations (data.targets, Seq-KD) with "
+                                 "the hard and length losses, not token-level KD or "
+                                 "init_from_teacher")
+            if not any(o.loss == "length" for o in self.objectives):
+                self.objectives.append(Length(loss="length"))
+        elif any(o.loss == "length" for o in self.objectives):
+            raise ValueError("the length loss is for non-autoregressive models: set 'nat' or "
+                             "drop it")
         if self.init_from_teacher is not None and self.teacher is None:
             raise ValueError("init_from_teacher needs a teacher: set 'teacher' to a model folder "
                              "or an earlier stage's name")
@@ -415,6 +461,12 @@ class DecodeConfig(Strict):
     """... and at most max_length (``</s>`` included)."""
     seed: Seed = 0
     """Sampling seed (per shard, so results do not depend on processes or interruptions)."""
+    iterations: int = Field(1, ge=1)
+    """Non-autoregressive models: mask-predict iterations T (1: one parallel pass, vanilla
+    NAT). ``method``, ``beam`` and ``length_penalty`` apply to autoregressive models only."""
+    length_beam: int = Field(1, ge=1)
+    """Non-autoregressive models: length candidates per source; the best by average token
+    log-probability is kept."""
 
     @model_validator(mode="after")
     def _consistent(self) -> DecodeConfig:
@@ -464,7 +516,14 @@ class TranslationEvalConfig(Strict):
     models: list[str] = Field(min_length=1)
     data: ParallelDataConfig = Field(default_factory=ParallelDataConfig)
     split: Literal["dev", "test"] = "test"
-    beams: list[int] = Field(default_factory=lambda: [1, 5], min_length=1)
+    beams: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 5],
+                                                     min_length=1)
+    """Beam sizes of autoregressive models (1: greedy)."""
+    iterations: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 4, 10],
+                                                          min_length=1)
+    """Mask-predict iterations of non-autoregressive models (1: one parallel pass)."""
+    length_beam: int = Field(3, ge=1)
+    """Length candidates per source of non-autoregressive models."""
     precision: Precision = "auto"
     """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
     positional: ClassVar[str | None] = "models"

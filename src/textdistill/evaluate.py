@@ -138,8 +138,10 @@ def format_table(table: dict) -> Table:
 
 def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: bool = False
                     ) -> dict:
-    """BLEU and chrF with each beam size, parameters and sentences per second, per model."""
+    """BLEU and chrF with each beam size (autoregressive models) or number of mask-predict
+    iterations (non-autoregressive ones), parameters and sentences per second, per model."""
     from textdistill.data.parallel import load_pairs
+    from textdistill.models.nat import NATModel
     from textdistill.models.seq2seq import load_seq2seq
     from textdistill.seq2seq.generate import translate
     from textdistill.seq2seq.vocab import check_languages
@@ -156,16 +158,23 @@ def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: boo
         check_languages(path, cfg.data.src_lang, cfg.data.tgt_lang)
         model, tokenizer = load_seq2seq(path, device)
         row: dict[str, float] = {"params": count_parameters(model)["params"]}
-        for beam in cfg.beams:
-            decode = DecodeConfig(method="greedy" if beam == 1 else "beam", beam=beam,
-                                  max_length=cfg.data.max_length)
+        if isinstance(model, NATModel):
+            settings = {f"t{t}": DecodeConfig(method="greedy", iterations=t,
+                                              length_beam=cfg.length_beam,
+                                              max_length=cfg.data.max_length)
+                        for t in cfg.iterations}
+        else:
+            settings = {f"b{beam}": DecodeConfig(method="greedy" if beam == 1 else "beam",
+                                                 beam=beam, max_length=cfg.data.max_length)
+                        for beam in cfg.beams}
+        for key, decode in settings.items():
             start = time.perf_counter()
             with autocast(precision, device):
                 hyps = translate(model, tokenizer, sources, decode, cfg.data.batch_tokens)
             seconds = time.perf_counter() - start
             scores = corpus_bleu_chrf(hyps, references)
-            row.update({f"bleu_b{beam}": scores["bleu"], f"chrf_b{beam}": scores["chrf"],
-                        f"sent_per_s_b{beam}": len(sources) / seconds})
+            row.update({f"bleu_{key}": scores["bleu"], f"chrf_{key}": scores["chrf"],
+                        f"sent_per_s_{key}": len(sources) / seconds})
         results[name] = row
     table = {"split": cfg.split, "pair": f"{cfg.data.src_lang}-{cfg.data.tgt_lang}",
              "precision": precision, "models": results}

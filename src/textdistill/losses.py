@@ -394,6 +394,10 @@ class TaskOutputs:
     """(B, L): the real (non-padding) positions of ``hidden_states`` and the scores."""
     top_indices: Tensor | None = None
     """(..., k): set when ``logits`` are cached top-k log-probabilities at these classes."""
+    length_logits: Tensor | None = None
+    """(B, C): a non-autoregressive model's target-length class logits."""
+    length_labels: Tensor | None = None
+    """(B,): the gold length class of each target."""
 
 
 @dataclass(frozen=True)
@@ -482,10 +486,18 @@ class LossTerm:
     build: Callable[..., LayerMatch] | None = None
 
 
+def _hard_term(spec, s: TaskOutputs, t, labels: Tensor, _) -> Tensor:
+    if s.mask is not None:  # only the rows that count (a NAT model's masked positions)
+        labels = labels.masked_fill(~s.mask.bool(), -100)
+    return hard_label_loss(s.logits, labels, spec.smoothing)
+
+
+def _length_term(spec, s: TaskOutputs, t, labels, _) -> Tensor:
+    return F.cross_entropy(s.length_logits.float(), s.length_labels)
+
+
 REGISTRY: dict[str, LossTerm] = {
-    "hard": LossTerm(lambda spec, s, t, labels, _: hard_label_loss(s.logits, labels,
-                                                                   spec.smoothing),
-                     frozenset({"logits"})),
+    "hard": LossTerm(_hard_term, frozenset({"logits"})),
     **{kind: LossTerm(_soft_term, frozenset({"logits"})) for kind in DIVERGENCES},
     "soft_ce": LossTerm(lambda spec, s, t, labels, _: soft_cross_entropy(
         s.logits, t.logits, spec.temperature, s.mask), frozenset({"logits"})),
@@ -494,5 +506,6 @@ REGISTRY: dict[str, LossTerm] = {
     "hidden": LossTerm(_hidden_term, frozenset({"hidden_states"}), build=_build_hidden),
     "attention": LossTerm(_attention_term, frozenset({"attention_scores"}),
                           build=_build_attention),
+    "length": LossTerm(_length_term, frozenset({"length_logits"})),
 }
 """Every loss by name (the names of ``config.LOSS_SPECS``)."""

@@ -187,10 +187,11 @@ def _format(key: str, value: int | float) -> str:
 
 
 def _title(key: str) -> str:
-    """A column title: ``bleu_b5`` becomes ``BLEU b=5``."""
-    beam = re.fullmatch(r"(bleu|chrf|sent_per_s)_b(\d+)", key)
-    if beam:
-        return f"{BEAM_TITLES[beam[1]]} b={beam[2]}"
+    """A column title: ``bleu_b5`` becomes ``BLEU b=5`` (beam 5), ``bleu_t4`` ``BLEU T=4``
+    (4 mask-predict iterations)."""
+    decoding = re.fullmatch(r"(bleu|chrf|sent_per_s)_([bt])(\d+)", key)
+    if decoding:
+        return f"{BEAM_TITLES[decoding[1]]} {'b' if decoding[2] == 'b' else 'T'}={decoding[3]}"
     return TITLES.get(key, key)
 
 

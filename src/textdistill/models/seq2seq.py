@@ -158,6 +158,8 @@ def load_seq2seq(model_dir: str | Path, device: str | torch.device | None = None
     """``(model, tokenizer)`` from a folder written by ``save_seq2seq``, in eval mode."""
     from transformers import AutoModelForSeq2SeqLM
 
+    import textdistill.models.nat  # noqa: F401  (registers the NAT model with the Auto classes)
+
     model_dir = Path(model_dir)
     check_model_folder(model_dir)
     tokenizer = load_tokenizer(model_dir)
@@ -167,7 +169,7 @@ def load_seq2seq(model_dir: str | Path, device: str | torch.device | None = None
     except Exception as exc:  # a broken or foreign folder: a problem with the user's input
         raise UserError(f"cannot load a seq2seq model from {model_dir}: "
                         f"{' '.join(str(exc).split())[:300]}") from None
-    check_vocabulary(model_dir, tokenizer, model.get_input_embeddings().num_embeddings)
+    check_vocabulary(model_dir, tokenizer, model.config.vocab_size)  # NAT: + its [MASK] row
     freeze_positions(model)
     if device is not None:
         model.to(device)

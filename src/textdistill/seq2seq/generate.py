@@ -50,6 +50,7 @@ from textdistill.config import DecodeConfig
 from textdistill.data.batching import length_batches, pad
 from textdistill.errors import UserError
 from textdistill.metrics import sentence_bleu
+from textdistill.models.nat import NATModel, mask_predict
 from textdistill.models.seq2seq import load_seq2seq
 from textdistill.paths import atomic_write_json, atomic_write_text
 from textdistill.precision import autocast
@@ -191,6 +192,11 @@ def generate_batch(
     device = next(model.parameters()).device
     ids, mask = pad(input_ids, pad_id)
     ids, mask = ids.to(device), mask.to(device)
+    if isinstance(model, NATModel):
+        return _nat_batch(model, tokenizer, ids, mask, cfg)
+    if cfg.iterations != 1 or cfg.length_beam != 1:
+        raise UserError("iterations and length_beam are for non-autoregressive models; this "
+                        "model is autoregressive: choose its search with method and beam")
     limits = length_limits([len(s) for s in input_ids], cfg,
                            getattr(model.config, "max_position_embeddings", None))
     extra = {}
@@ -219,6 +225,21 @@ def generate_batch(
         ]
         result.append(sorted(hyps, key=lambda h: -h.score))  # stable: ties keep model order
     return result
+
+
+def _nat_batch(model, tokenizer, ids: torch.Tensor, mask: torch.Tensor, cfg: DecodeConfig
+               ) -> list[list[Hypothesis]]:
+    """Mask-predict decoding (``cfg.iterations``, ``cfg.length_beam``) of one batch: one
+    hypothesis per source, scored by its average token log-probability."""
+    if cfg.num_return != 1:
+        raise UserError("a non-autoregressive model gives one translation per source: use "
+                        "num_return 1 (length_beam sets how many lengths it tries)")
+    decoded = mask_predict(model, ids, mask, iterations=cfg.iterations,
+                           length_beam=cfg.length_beam, max_length=cfg.max_length)
+    texts = tokenizer.batch_decode([tokens for tokens, _ in decoded], skip_special_tokens=True,
+                                   clean_up_tokenization_spaces=False)
+    return [[Hypothesis(text, mean, mean * len(tokens), len(tokens))]
+            for text, (tokens, mean) in zip(texts, decoded, strict=True)]
 
 
 def plan_shards(batches: list[list[int]], shard_size: int) -> list[list[list[int]]]:

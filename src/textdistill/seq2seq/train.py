@@ -21,6 +21,7 @@ from textdistill.data.readers import read_lines
 from textdistill.errors import UserError
 from textdistill.metrics import corpus_bleu_chrf
 from textdistill.models.common import count_parameters
+from textdistill.models.nat import build_nat
 from textdistill.models.seq2seq import (
     build_seq2seq,
     check_arch,
@@ -39,6 +40,7 @@ from textdistill.seq2seq.generate import (
     translate,
 )
 from textdistill.seq2seq.vocab import check_languages, load_tokenizer, train_tokenizer
+from textdistill.tasks.nat import NATTask
 from textdistill.tasks.seq2seq import Seq2SeqTask
 from textdistill.teacher_cache import teacher_topk
 from textdistill.trainer import PhaseSpec, Trainer
@@ -55,9 +57,11 @@ def _tokenizer(cfg: Seq2SeqConfig, pairs, out_dir: Path):
 
 
 def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> dict:
-    """Train a translation model; writes ``out_dir/model`` (best dev BLEU, greedy)."""
+    """Train a translation model; writes ``out_dir/model`` (best dev BLEU: greedy decoding, or
+    mask-predict for a NAT model)."""
     out_dir = Path(out_dir)
-    check_task(Seq2SeqTask(), cfg.objectives)
+    task = Seq2SeqTask() if cfg.nat is None else NATTask(cfg.nat.masking)
+    check_task(task, cfg.objectives)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     train_pairs = load_pairs(cfg.data, "train")
@@ -69,7 +73,12 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     else:
         tokenizer = _tokenizer(cfg, train_pairs, out_dir)
     check_arch(cfg.arch)
-    model = build_seq2seq(cfg.preset, tokenizer, seed=cfg.seed, **cfg.arch)
+    if cfg.nat is None:
+        model = build_seq2seq(cfg.preset, tokenizer, seed=cfg.seed, **cfg.arch)
+    else:
+        model = build_nat(cfg.preset, tokenizer, seed=cfg.seed,
+                          decoder_input=cfg.nat.decoder_input,
+                          max_length_offset=cfg.nat.max_length_offset, **cfg.arch)
     if cfg.init_from_teacher is not None:
         init_from_teacher(model, teacher, cfg.init_from_teacher.encoder,
                           cfg.init_from_teacher.decoder)
@@ -78,8 +87,7 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     for m in (model, teacher if needs_teacher else None):
         if m is not None:
             prefer_eager_attention(m, precision, default_device())
-    module = ObjectiveModule(Seq2SeqTask(), model, [cfg.objectives],
-                             teacher if needs_teacher else None)
+    module = ObjectiveModule(task, model, [cfg.objectives], teacher if needs_teacher else None)
     train = ParallelDataset(train_pairs, tokenizer, cfg.data.max_length)
     cache = None
     if needs_teacher and cfg.teacher_cache and all(topk_ready(o) for o in cfg.objectives):
@@ -88,6 +96,9 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
                                                cfg.data.batch_tokens, precision, cfg.teacher_topk)
         cache = "reused" if hit else "computed"
     decode = DecodeConfig(method="greedy", max_length=cfg.data.max_length)
+    if cfg.nat is not None:
+        decode = decode.model_copy(update={"iterations": cfg.nat.dev_iterations,
+                                           "length_beam": cfg.nat.length_beam})
     references = [t for _, t in dev_pairs]
 
     def evaluate_fn(m: ObjectiveModule) -> dict[str, float]:
