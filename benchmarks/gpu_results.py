@@ -7,8 +7,10 @@ On all 105,601 l10n en→de training pairs: a teacher of every preset (``tiny``,
 ``base``, ``big``; epochs per preset in ``EPOCHS``, chosen to fit the budget) with its test
 BLEU (greedy and beam 5) and training time, then ``tiny`` students of the ``base`` teacher on
 gold data, with word-level KD, on its beam-5 outputs (Seq-KD) and on the k-best hypothesis
-closest to the reference (Seq-Inter). Stages run in that order as one recipe (the students
-before the ``big`` teacher, the most expensive stage); when the budget runs out the stage in
+closest to the reference (Seq-Inter), and non-autoregressive ``tiny`` students (vanilla NAT
+and CMLM, decoded with T mask-predict iterations) on gold and on the Seq-KD corpus. Stages run
+in that order as one recipe (the students before the ``big`` teacher, the most expensive
+stage, and the NAT students last); when the budget runs out the stage in
 flight stops (a checkpoint is saved) and the table holds what finished. Writes the run folder
 and ``docs/results-gpu.md`` (``--smoke``: ``RUN_DIR/results-gpu.md``). ``--smoke`` runs the same
 script end to end at toy scale (64 pairs, one-layer models of width 32) on the CPU; CI runs it.
@@ -30,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = {"tiny": 12, "small": 8, "base": 8, "big": 4}
 """Training epochs per teacher preset on the GPU (students: those of ``base``)."""
 STUDENT_TEACHER = "base"
+NAT_STUDENTS = {"nat-gold": "all", "nat-kd": "all", "cmlm-gold": "random", "cmlm-kd": "random"}
+"""Non-autoregressive students (masking) on gold targets and on the teacher's outputs."""
 BUDGET_S = 500
 """Seconds of training and decoding: with start-up and installs the run fits 10 minutes."""
 
@@ -41,9 +45,11 @@ def _settings(smoke: bool) -> dict:
                 "arch": {"d_model": 32, "heads": 2, "ffn_dim": 64, "encoder_layers": 1,
                          "decoder_layers": 1},
                 "vocab_size": 400, "epochs": dict.fromkeys(EPOCHS, 1), "beam": 2,
+                "iterations": [1, 2],
                 "optim": {"lr": 0.001, "warmup_steps": 2, "schedule": "inverse_sqrt"}}
     return {"data": {"tgt_lang": "de", "max_eval_examples": 1000, "batch_tokens": 8192},
             "arch": {}, "vocab_size": 8000, "epochs": EPOCHS, "beam": 5,
+            "iterations": [1, 4, 10],
             "optim": {"lr": 0.0007, "warmup_steps": 400, "schedule": "inverse_sqrt"}}
 
 
@@ -84,6 +90,12 @@ def recipe_stages(smoke: bool) -> list[dict]:
          "data": test, "beams": [1, s["beam"]]},
         *a_teacher("big"),
     ]
+    for name, masking in NAT_STUDENTS.items():  # non-autoregressive students, last
+        nat = {"masking": masking} | ({"decoder_input": "copy"} if masking == "all" else {})
+        data = {**s["data"], "targets": "distilled"} if name.endswith("-kd") else s["data"]
+        stages.append(student(name, tokenizer=teacher, nat=nat, data=data))
+    stages.append({"kind": "evaluate-mt", "name": "eval-nat", "models": list(NAT_STUDENTS),
+                   "data": test, "iterations": s["iterations"]})
     return stages
 
 
@@ -134,6 +146,22 @@ def results_table(run_dir: Path, smoke: bool) -> str:
         lines.append(f"| {name} | {data} | {trained['train_seconds']:.0f} | "
                      f"{row['bleu_b1']:.2f} | {row[f'bleu_b{beam}']:.2f} | "
                      f"{row['sent_per_s_b1']:.0f} |")
+    steps = s["iterations"]
+    lines += ["", f"| NAT student (`tiny`, {s['epochs'][STUDENT_TEACHER]} epochs) | trained on | "
+                  "train time (s) | " + " | ".join(f"BLEU T={t}" for t in steps)
+              + f" | sentences/s T={steps[0]} |", "|---|---|---|" + "---|" * (len(steps) + 1)]
+    table = _read(run_dir / "eval-nat" / "metrics.json")
+    for name, masking in NAT_STUDENTS.items():
+        kind = "vanilla NAT" if masking == "all" else "CMLM"
+        data = "teacher's outputs" if name.endswith("-kd") else "gold targets"
+        trained = _read(run_dir / name / "metrics.json")
+        if table is None or trained is None or name not in table["models"]:
+            lines.append(f"| {name} ({kind}) | {data} | not finished |" + " |" * (len(steps) + 1))
+            continue
+        row = table["models"][name]
+        lines.append(f"| {name} ({kind}) | {data} | {trained['train_seconds']:.0f} | "
+                     + " | ".join(f"{row[f'bleu_t{t}']:.2f}" for t in steps)
+                     + f" | {row[f'sent_per_s_t{steps[0]}']:.0f} |")
     decoded = _read(run_dir / "distilled" / "metrics.json")
     if decoded is not None and "seconds" in decoded:
         lines += ["", f"The `{STUDENT_TEACHER}` teacher decoded {decoded['sources']:,} training "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import shutil
 import subprocess
 
@@ -147,8 +148,24 @@ def _split(enc: EncodedCorpus):
     return [enc.sentence(k).tolist() for k in range(len(enc))]
 
 
-def reference_fit(src, tgt, iterations, vb, alpha=0.01, p0=0.08, lam=4.0, optimize=True):
-    """A literal per-token implementation of the model and the estimation rules."""
+def fast_align_z(j, m, n, lam):
+    """fast_align's ComputeZ(j, m, n) as its C++ evaluates it (unsigned counts wrap)."""
+    low = int(j * n / m)
+    r = math.exp(-lam / n)
+    above = (n - low) % 2**32
+    z = 0.0
+    if above:
+        z += math.exp(-lam * abs((low + 1) / n - j / m)) * (1 - r**above) / (1 - r)
+    if low:
+        z += math.exp(-lam * abs(low / n - j / m)) * (1 - r**low) / (1 - r)
+    return z
+
+
+def reference_fit(src, tgt, iterations, vb, alpha=0.01, p0=0.08, lam=4.0, optimize=True,
+                  fast_align=False):
+    """A literal per-token implementation of the model and the estimation rules; with
+    ``fast_align``, of fast_align's tension update (empirical feature at the 0-based target
+    index, model feature Σ_j Σ_i h·e^(λh) / ComputeZ(j, n, m) per sentence pair)."""
     from scipy.special import digamma
 
     def prior(j, m, n, lam):  # j is 0-based; returns per-source-position probabilities
@@ -176,12 +193,17 @@ def reference_fit(src, tgt, iterations, vb, alpha=0.01, p0=0.08, lam=4.0, optimi
                 counts[(None, y)] += pn / tot
                 for i, x in enumerate(s):
                     counts[(x, y)] += ps[i] / tot
-                    emp += ps[i] / tot * h[i]
+                    emp += ps[i] / tot * (-abs((i + 1) / n - j / m) if fast_align else h[i])
                 weights.append((j, m, n, 1 - pn / tot))
         if optimize and it > 0:
             for _ in range(8):
                 mod = 0.0
                 for j, m, n, w in weights:
+                    if fast_align:
+                        hs = [-abs((i + 1) / n - (j + 1) / m) for i in range(n)]
+                        mod += sum(h * math.exp(lam * h) for h in hs) / fast_align_z(
+                            j + 1, n, m, lam)
+                        continue
                     a, h = prior(j, m, n, lam)
                     mod += w * sum(x * y for x, y in zip(a, h, strict=True)) / (1 - p0)
                 lam = min(14.0, max(0.1, lam + (emp / toks - mod / toks) * 20.0))
@@ -227,6 +249,45 @@ def test_matches_literal_reference_implementation(corpus, vb):
     assert got.keys() == t.keys()
     for key, p in t.items():
         assert got[key] == pytest.approx(p, rel=1e-9, abs=1e-15), key
+
+
+def test_fast_align_z_is_the_exact_sum_where_its_counts_do_not_wrap():
+    from textdistill.analysis.aligner import _fast_align_z
+
+    for j, m, n, lam in [(1, 3, 5, 4.0), (3, 3, 7, 0.5), (2, 5, 2, 9.0), (4, 4, 1, 3.0)]:
+        exact = sum(math.exp(-lam * abs(i / n - j / m)) for i in range(1, n + 1))
+        assert _fast_align_z(j, m, n, lam) == pytest.approx(exact, rel=1e-12)
+        assert fast_align_z(j, m, n, lam) == pytest.approx(exact, rel=1e-12)
+    # j > m (fast_align's swapped lengths): the count above the diagonal wraps, r**count is 0
+    for j, m, n, lam in [(5, 2, 3, 4.0), (7, 3, 4, 1.5)]:
+        low = int(j * n / m)
+        r = math.exp(-lam / n)
+        expected = (math.exp(-lam * abs((low + 1) / n - j / m)) / (1 - r)
+                    + math.exp(-lam * abs(low / n - j / m)) * (1 - r**low) / (1 - r))
+        assert _fast_align_z(j, m, n, lam) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("vb", [False, True])
+def test_fast_align_compatible_mode_matches_a_literal_fast_align_update(vb):
+    pytest.importorskip("scipy")
+    rng = random.Random(3)
+    words = [f"w{k}" for k in range(12)]
+    src = [[rng.choice(words) for _ in range(rng.randint(1, 7))] for _ in range(80)]
+    tgt = [[w.upper() for w in rng.sample(s, len(s))] + [rng.choice(words).upper()
+            for _ in range(rng.randint(0, 4))] for s in src]  # longer and shorter targets
+    assert any(len(t) > len(s) for s, t in zip(src, tgt, strict=True))
+    t, lam, links = reference_fit(src, tgt, iterations=3, vb=vb, fast_align=True)
+    model = fit_alignment(src, tgt, iterations=4, variational_bayes=vb,
+                          fast_align_compatible=True)  # -I 4: 3 EM passes, then aligning
+    assert len([h for h in model.history if "iteration" in h]) == 3
+    assert model.tension == pytest.approx(lam, rel=1e-9)
+    assert list(model.align()) == links
+    for (x, y), p in t.items():  # (digamma: scipy's against the aligner's own series)
+        assert model.lexical_table().row(x)[y] == pytest.approx(p, rel=1e-7, abs=1e-15)
+    default = fit_alignment(src, tgt, iterations=3, variational_bayes=vb)
+    assert default.tension != pytest.approx(lam, rel=1e-6)  # the consistent gradient differs
+    with pytest.raises(UserError, match=r"iterations must be >= 1 \(fast_align -I\)"):
+        fit_alignment(src, tgt, iterations=0, fast_align_compatible=True)
 
 
 def test_encode_builds_csr_and_shares_vocab():

@@ -27,8 +27,12 @@ def test_smoke_run_fills_the_whole_table(tmp_path, data_root):
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     teachers = [r.split(" | ")[0][2:] for r in rows[1:5]]
     assert teachers == ["tiny", "small", "base", "big"]
-    students = [r.split(" | ")[0][2:] for r in rows[6:]]
+    students = [r.split(" | ")[0][2:] for r in rows[6:10]]
     assert students == ["student-gold", "student-wordkd", "student-seqkd", "student-seqinter"]
+    nat = [r.split(" | ")[0][2:] for r in rows[11:]]
+    assert nat == ["nat-gold (vanilla NAT)", "nat-kd (vanilla NAT)", "cmlm-gold (CMLM)",
+                   "cmlm-kd (CMLM)"]
+    assert all(float(r.split(" | ")[4]) >= 0 for r in rows[11:])  # BLEU at T=2
     assert all(float(r.split(" | ")[4]) >= 0 for r in rows[1:5])  # BLEU greedy is a number
     assert (tmp_path / "student-seqinter" / "model" / "model.safetensors").is_file()
 

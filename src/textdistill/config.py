@@ -533,7 +533,12 @@ class AlignerConfig(Strict):
     """The word aligner (fast_align's model; defaults are its recommended ``-d -o -v``)."""
 
     iterations: int = Field(5, ge=0)
-    """EM iterations."""
+    """EM iterations; fast_align's -I N (N − 1 EM passes, then one that only aligns) is
+    iterations N − 1 here, or iterations N with fast_align_compatible."""
+    fast_align_compatible: bool = False
+    """Reproduce fast_align's own tension update (its empirical feature at the 0-based
+    target position, its normaliser with the two sentence lengths swapped, every target token
+    weighted 1) and its -I iteration counting; default: the consistent gradient."""
     diagonal: bool = True
     """Favour the diagonal (``-d``)."""
     optimize_tension: bool = True

@@ -474,10 +474,12 @@ def _e_step(
     p0,
     lam,
     max_n,
+    emp_shift,
 ):
     """One E step; posteriors go to ``counts[chunk]``; returns per-chunk statistics.
 
-    stats[:, 0] log-likelihood, [:, 1] Σ posterior·h over non-null links,
+    stats[:, 0] log-likelihood, [:, 1] Σ posterior·h over non-null links (h at target
+    position j + 1 − ``emp_shift``: 0 is the model's own, 1 fast_align's 0-based index),
     [:, 2] Σ posterior of the null word.  ``tok_w`` gets 1 − q(null) per target token.
     """
     n_chunks = counts.shape[0]
@@ -521,7 +523,7 @@ def _e_step(
                     tok_w[tok] = 1.0 - q0
                 else:
                     tok_w[tok] = 1.0
-                tj = (j + 1.0) / m
+                tj = (j + 1.0 - emp_shift) / m
                 for i in range(n):
                     q = buf[i] * inv
                     cnt[pair_idx[row + i]] += q
@@ -589,6 +591,42 @@ def _prior_moments(j, m, n, lam):
     z_lo, hz_lo = _run_sums(k / n - t, k, lam, n)
     z_hi, hz_hi = _run_sums(t - (k + 1.0) / n, n - k, lam, n)
     return z_lo + z_hi, hz_lo + hz_hi
+
+
+@nb.njit(cache=True)
+def _fast_align_z(j, m, n, lam):
+    """fast_align's closed-form Z_λ for 1-based target position ``j`` of an (m, n) pair,
+    computed as its code does, including where j·n/m exceeds n (its unsigned count of the
+    positions above the diagonal then wraps around, and that run's geometric factor r^count
+    underflows to 0)."""
+    split = j * n / m
+    low = int(split)
+    r = math.exp(-lam / n)
+    above = n - low
+    if above < 0:
+        above += 1 << 32
+    z = 0.0
+    if above:
+        z += math.exp(lam * -abs((low + 1.0) / n - j / m)) * (1.0 - r ** above) / (1.0 - r)
+    if low:
+        z += math.exp(lam * -abs(low / n - j / m)) * (1.0 - r ** low) / (1.0 - r)
+    return z
+
+
+@nb.njit(cache=True)
+def _fast_align_model_feature(cls_m, cls_n, pairs, lam):
+    """fast_align's model expectation of h: for each (m, n) class, pairs × Σ_j of
+    Σ_i h·exp(λh) at (j, m, n) over its normaliser evaluated with m and n swapped."""
+    acc = 0.0
+    for c in range(len(cls_m)):
+        m = cls_m[c]
+        n = cls_n[c]
+        part = 0.0
+        for j in range(m):
+            _, hz = _prior_moments(j, m, n, lam)
+            part += hz / _fast_align_z(j + 1, n, m, lam)
+        acc += pairs[c] * part
+    return acc
 
 
 @nb.njit(cache=True)
@@ -757,9 +795,10 @@ class AlignmentModel:
         return self._alignments
 
 
-def _check_params(iterations, p0, tension, alpha, variational_bayes):
-    if iterations < 0:
-        raise UserError(f"iterations must be >= 0, got {iterations}")
+def _check_params(iterations, p0, tension, alpha, variational_bayes, fast_align_compatible):
+    if iterations < (1 if fast_align_compatible else 0):
+        raise UserError(f"iterations must be >= {1 if fast_align_compatible else 0}"
+                        f"{' (fast_align -I)' if fast_align_compatible else ''}, got {iterations}")
     if not 0.0 <= p0 < 1.0:
         raise UserError(f"p0 must be in [0, 1), got {p0}")
     if not tension > 0.0:
@@ -779,6 +818,7 @@ def fit_alignment(
     alpha: float = ALIGNER.alpha,
     p0: float = ALIGNER.p0,
     tension: float = ALIGNER.tension,
+    fast_align_compatible: bool = ALIGNER.fast_align_compatible,
     use_null: bool = True,
     reverse: bool = False,
     num_threads: int | None = None,
@@ -789,9 +829,11 @@ def fit_alignment(
     :class:`EncodedCorpus`, lists of token strings, or lists of integer ids.
     ``iterations`` counts EM passes that update the lexical table (fast_align ``-I N``
     runs ``N - 1`` of them plus a final alignment pass, so ``-I 5`` is
-    ``iterations=4``).  ``num_threads`` limits numba's threads (default: all).
+    ``iterations=4``).  ``fast_align_compatible`` reproduces fast_align's own tension
+    update and takes ``iterations`` as its ``-I``. ``num_threads`` limits numba's threads
+    (default: all).
     """
-    _check_params(iterations, p0, tension, alpha, variational_bayes)
+    _check_params(iterations, p0, tension, alpha, variational_bayes, fast_align_compatible)
     src = as_encoded(src_ids)
     tgt = as_encoded(tgt_ids)
     if len(src) != len(tgt):
@@ -817,7 +859,8 @@ def fit_alignment(
         model = _fit(
             src,
             tgt,
-            iterations,
+            iterations - 1 if fast_align_compatible else iterations,
+            fast_align_compatible,
             diagonal,
             optimize_tension,
             variational_bayes,
@@ -833,8 +876,11 @@ def fit_alignment(
 
 
 def _fit(
-    src, tgt, iterations, diagonal, optimize_tension, vb, alpha, p0, tension, use_null, reverse
+    src, tgt, iterations, compatible, diagonal, optimize_tension, vb, alpha, p0, tension,
+    use_null, reverse
 ) -> AlignmentModel:
+    """``iterations`` EM passes, then the Viterbi pass; ``compatible``: fast_align's tension
+    update (see :func:`_fast_align_model_feature`)."""
     t_start = time.perf_counter()
     n_src = max(src.n_types, int(src.ids.max()) + 1)
     n_tgt = max(tgt.n_types, int(tgt.ids.max()) + 1)
@@ -892,6 +938,7 @@ def _fit(
         np.cumsum(cls_m, out=cls_ptr[1:])
         tgt_pos = np.arange(len(tgt.ids), dtype=np.int64) - np.repeat(tgt.offsets[:-1], m_len)
         tok_cls = cls_ptr[np.repeat(inverse, m_len)] + tgt_pos
+        cls_pairs = np.bincount(inverse, minlength=len(uniq)).astype(np.float64)
         del tgt_pos
     history: list[dict] = [
         {"stage": "setup", "seconds": time.perf_counter() - t_start, "cooccurring_pairs": int(nnz)}
@@ -915,6 +962,7 @@ def _fit(
             p0,
             lam,
             max_n,
+            1.0 if compatible else 0.0,
         ).sum(axis=0)
         loglik, emp_feat, c0 = stats
         record = {
@@ -928,7 +976,10 @@ def _fit(
             weights = np.bincount(tok_cls, weights=tok_w, minlength=int(cls_ptr[-1]))
             emp = emp_feat / toks
             for _ in range(_TENSION_STEPS):
-                mod = _model_feature(cls_m, cls_n, cls_ptr, weights, lam) / toks
+                if compatible:
+                    mod = _fast_align_model_feature(cls_m, cls_n, cls_pairs, lam) / toks
+                else:
+                    mod = _model_feature(cls_m, cls_n, cls_ptr, weights, lam) / toks
                 lam = float(min(_TENSION_MAX, max(_TENSION_MIN, lam + (emp - mod) * _TENSION_RATE)))
             record["tension_after"] = lam
         _m_step(counts, indptr, prob, vb, alpha)
