@@ -208,6 +208,19 @@ def test_command_writes_metrics_and_plot(files, tmp_path):
     assert data["corpora"][0]["language_mode"]["languages"] == ["a", "b"]
     assert (out / "complexity_faithfulness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob(".*.tmp")) and not list(out.glob(".*png"))
+    assert not (out / "language_modes.png").exists()  # two languages: no simplex
+    # three language references: each corpus's sentences on the simplex, and their shares
+    res = CliRunner().invoke(app, [
+        "analyze", "-o", str(tmp_path / "three"), "--src", str(files["src"]),
+        str(files["dist"]), "--iterations", "1",
+        f"lang_refs={{a: {files['real']}, b: {files['rev']}, c: {files['dist']}}}",
+    ])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "three" / "language_modes.png").read_bytes()[:4] == b"\x89PNG"
+    mode = json.loads((tmp_path / "three" / "metrics.json").read_text())["corpora"][0][
+        "language_mode"]
+    assert 0.0 <= mode["dominant_share"] <= 1.0
+    assert "language_points" not in json.loads((tmp_path / "three" / "metrics.json").read_text())
 
 
 def test_command_analyze_and_aligner_share_the_aligner_defaults():

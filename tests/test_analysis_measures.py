@@ -177,3 +177,18 @@ def test_language_mode_estimator():
     assert rep["mean_sentence_entropy"] == pytest.approx(math.log(2) / 4)
     one = est.report([["der", "hund"], ["die", "katze"]])
     assert one["mode_entropy"] == 0.0 and one["mode_proportions"]["de"] == 1.0
+    assert one["dominant_share"] == 1.0 and rep["dominant_share"] == pytest.approx(3 / 4)
+
+
+def test_language_mode_estimator_uses_a_uniform_prior_over_languages():
+    # "x" occurs once in each side, but the German side has 4 tokens and the French 8:
+    # p(x|de) = 1/4, p(x|fr) = 1/8, so p(de|x) = (1/4) / (1/4 + 1/8) = 2/3
+    est = LanguageModeEstimator().fit({"de": [["x", "a", "b", "c"]],
+                                       "fr": [["x", "d", "e", "f", "g", "h", "i", "j"]]})
+    assert est.word_distribution("x").tolist() == pytest.approx([2 / 3, 1 / 3])
+    dist = est.distributions([["x", "a"], ["???"], ["d"]])
+    assert dist.shape == (2, 2)
+    assert dist[0].tolist() == pytest.approx([(2 / 3 + 1) / 2, (1 / 3) / 2])
+    assert dist[1].tolist() == [0.0, 1.0]
+    rep = est.report([["x", "a"], ["d"], ["x"]])
+    assert rep["dominant_share"] == pytest.approx(1 / 3)  # only "d" (1.0); 0.833, 0.667 not

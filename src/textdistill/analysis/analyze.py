@@ -8,6 +8,7 @@ measures of :mod:`textdistill.analysis.measures`.  See ``docs/analysis.md``.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -162,6 +163,7 @@ def analyze(
             }
         )
 
+    language_points: dict[str, np.ndarray] = {}
     say(f"tokenizing {src}")
     src_tokens = [tok(line) for line in src_lines]
     src_lengths = np.fromiter((len(t) for t in src_tokens), dtype=np.int64, count=len(src_tokens))
@@ -211,6 +213,7 @@ def analyze(
             res.update(corpus_bleu_chrf(lines, corpora[0][2], signatures=True))
         if estimator is not None:
             res["language_mode"] = estimator.report(tgt_tokens)
+            language_points[name] = estimator.distributions(tgt_tokens)
         if out_dir is not None:
             stem = name.replace("/", "_").replace("#", "_")
             _expand(aligned.forward.align(), aligned.keep).write(out_dir / f"{stem}.fwd.align")
@@ -237,7 +240,54 @@ def analyze(
         },
         "real": real_result,
         "corpora": results,
+        "language_points": language_points,
     }
+
+
+def _save_figure(fig, path: str | Path) -> None:
+    """Write a matplotlib figure atomically (PNG unless ``path`` says otherwise)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix or ".png"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot_language_simplex(points: dict[str, np.ndarray], languages: list[str],
+                          path: str | Path, shares: dict[str, float | None] | None = None
+                          ) -> None:
+    """One 2-simplex per corpus (corners: the three languages) with a point per sentence at
+    its p(l | y), written atomically; ``shares`` (the share of sentences whose dominant
+    language has p > 0.9) go in the panel titles."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if len(languages) != 3:
+        raise UserError(f"the language simplex needs three languages, got {len(languages)}")
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
+    fig = Figure(figsize=(3.6 * len(points), 3.6))
+    FigureCanvasAgg(fig)
+    for k, (name, dist) in enumerate(points.items(), start=1):
+        ax = fig.add_subplot(1, len(points), k)
+        ax.plot(*np.vstack([corners, corners[:1]]).T, color="0.3", lw=0.8)
+        xy = dist @ corners if len(dist) else np.zeros((0, 2))
+        ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.3, color="tab:blue")
+        for (x, y), lang in zip(corners, languages, strict=True):
+            ax.annotate(lang, (x, y), textcoords="offset points", ha="center",
+                        xytext=(0, 6 if y else -12), fontsize=9)
+        share = (shares or {}).get(name)
+        ax.set_title(name + (f"\np > 0.9: {share:.1%}" if share is not None else ""),
+                     fontsize=9)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.tight_layout()
+    _save_figure(fig, path)
 
 
 def plot_complexity_faithfulness(result: dict, path: str | Path) -> None:
@@ -269,14 +319,4 @@ def plot_complexity_faithfulness(result: dict, path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix or ".png"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _save_figure(fig, path)

@@ -65,8 +65,14 @@ def print_table(result: dict) -> None:
 
 def run_analyze(cfg: AnalyzeConfig, out_dir: str | Path, resume: bool = False) -> dict:
     """The ``analyze`` stage: ``metrics.json`` (every measure), ``complexity_faithfulness.png``
-    when the real targets are given, and ``alignments/`` when asked for."""
-    from textdistill.analysis.analyze import analyze, plot_complexity_faithfulness
+    when the real targets are given, ``language_modes.png`` (each corpus's sentences on the
+    simplex of three languages) with three language references, and ``alignments/`` when
+    asked for."""
+    from textdistill.analysis.analyze import (
+        analyze,
+        plot_complexity_faithfulness,
+        plot_language_simplex,
+    )
     from textdistill.paths import atomic_write_json
 
     out_dir = Path(out_dir)
@@ -74,8 +80,14 @@ def run_analyze(cfg: AnalyzeConfig, out_dir: str | Path, resume: bool = False) -
     result = analyze(cfg.src, cfg.tgt, cfg.real, tokenize=cfg.tokenize, tokenizer=cfg.tokenizer,
                      aligner=aligner, epsilon=cfg.epsilon, language_refs=cfg.lang_refs or None,
                      alignments_dir=out_dir / "alignments" if cfg.alignments else None)
+    points = result.pop("language_points")
     save_config(cfg, out_dir / "config.yaml")
     atomic_write_json(out_dir / "metrics.json", result)
     if cfg.real is not None:
         plot_complexity_faithfulness(result, out_dir / "complexity_faithfulness.png")
+    if len(cfg.lang_refs or {}) == 3:
+        shares = {c["name"]: c["language_mode"]["dominant_share"]
+                  for c in [result["real"] or {}, *result["corpora"]] if "language_mode" in c}
+        plot_language_simplex(points, list(cfg.lang_refs), out_dir / "language_modes.png",
+                              shares)
     return result

@@ -231,12 +231,16 @@ def _entropy(p: np.ndarray) -> float:
 class LanguageModeEstimator:
     """Word-level language classifier p(l | y) and sentence language modes.
 
-    Fit it on the real target sides of a multi-target corpus (e.g. en→{de, fr, es}):
-    for a word y with count c_l(y) in language l's target side,
-    ``p(l | y) = c_l(y) / Σ_l' c_l'(y)``.  A sentence's language distribution is the
-    mean of p(l | y_t) over its tokens that were seen in fitting (unseen tokens are
-    ignored; a sentence with none is "unknown").  Its mode is the arg-max language.
+    Fit it on the real target sides of a multi-target corpus (e.g. en→{de, fr, es}): with
+    p(y | l) = c_l(y) / N_l (word y's count over the token count of language l's side) and a
+    uniform prior over languages, ``p(l | y) = p(y | l) / Σ_l' p(y | l')``.  A sentence's
+    language distribution is the mean of p(l | y_t) over its tokens that were seen in
+    fitting (unseen tokens are ignored; a sentence with none is "unknown").  Its mode is the
+    arg-max language.
     """
+
+    DOMINANT = 0.9
+    """A sentence is in one language when that language's p(l | y) exceeds this."""
 
     def __init__(self) -> None:
         self.languages: list[str] = []
@@ -249,14 +253,21 @@ class LanguageModeEstimator:
         counts = {
             lang: Counter(tok for sent in sents for tok in sent) for lang, sents in corpora.items()
         }
+        totals = np.array([max(1, sum(counts[lang].values())) for lang in self.languages], float)
         vocab = set().union(*counts.values())
         k = len(self.languages)
         dist: dict[str, np.ndarray] = {}
         for w in vocab:
             v = np.fromiter((counts[lang].get(w, 0) for lang in self.languages), float, k)
+            v /= totals
             dist[w] = v / v.sum()
         self._dist = dist
         return self
+
+    def distributions(self, sentences: Iterable[Sequence[str]]) -> np.ndarray:
+        """(sentences with a known token, languages): each sentence's p(l | y)."""
+        rows = [p for p in map(self.sentence_distribution, sentences) if p is not None]
+        return np.array(rows).reshape(len(rows), len(self.languages))
 
     def word_distribution(self, word: str) -> np.ndarray | None:
         return self._dist.get(word)
@@ -275,7 +286,8 @@ class LanguageModeEstimator:
         language, ln L: even spread); ``mean_sentence_entropy``: mean entropy of the
         per-sentence p(l | y) (language mixing inside sentences); ``mean_distribution``:
         the mean of p(l | y) over sentences; ``unknown_sentences``: sentences without
-        a single known token.
+        a single known token; ``dominant_share``: share of sentences whose dominant language
+        has p(l | y) > 0.9.
         """
         if not self.languages:
             raise ValueError("fit the estimator first")
@@ -285,6 +297,7 @@ class LanguageModeEstimator:
         ent_sum = 0.0
         known = 0
         unknown = 0
+        dominant = 0
         for sent in sentences:
             p = self.sentence_distribution(sent)
             if p is None:
@@ -294,6 +307,7 @@ class LanguageModeEstimator:
             modes[int(np.argmax(p))] += 1
             total += p
             ent_sum += _entropy(p)
+            dominant += int(p.max() > self.DOMINANT)
         props = modes / known if known else modes
         return {
             "languages": list(self.languages),
@@ -304,6 +318,7 @@ class LanguageModeEstimator:
                 zip(self.languages, (total / known if known else total).tolist(), strict=True)
             ),
             "max_entropy": math.log(k),
+            "dominant_share": dominant / known if known else None,
             "sentences": known,
             "unknown_sentences": unknown,
         }
