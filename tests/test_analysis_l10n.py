@@ -56,3 +56,36 @@ def test_read_l10n_columns():
         read_l10n("dev", "it")
     with pytest.raises(UserError, match="l10n has no split"):
         read_l10n("valid", "en")
+
+
+@pytest.mark.slow
+def test_analyze_stage_takes_sources_real_targets_and_language_sides_from_a_corpus(tmp_path):
+    import json
+
+    from textdistill.analysis.command import run_analyze
+    from textdistill.config import AnalyzeConfig, validate
+    from textdistill.data.parallel import load_pairs
+
+    data = {"corpus": "l10n", "tgt_lang": "de", "max_eval_examples": 60}
+    real = [t for _, t in load_pairs(validate(AnalyzeConfig, {
+        "tgt": ["x"], "data": data}).data, "dev")]
+    out = tmp_path / "one"
+    (tmp_path / "hyp.de").write_text("".join(f"{t}\n" for t in real[::-1]))  # misaligned
+    res = run_analyze(validate(AnalyzeConfig, {
+        "tgt": [str(tmp_path / "hyp.de")], "data": data, "split": "dev", "iterations": 1}), out)
+    assert res["real"]["aligned_pairs"] == 60 and res["corpora"][0]["bleu"] < 50
+    assert (out / "inputs" / "dev.en").read_text().count("\n") == 60
+    assert (out / "complexity_faithfulness.png").is_file()
+    # three target languages: the language sides come from the training split, one per language
+    three = {**data, "tgt_lang": "de+fr+es", "max_train_examples": 400}
+    out = tmp_path / "three"
+    res = run_analyze(validate(AnalyzeConfig, {
+        "tgt": [str(tmp_path / "hyp.de")], "data": three, "split": "dev", "iterations": 1}), out)
+    mode = res["corpora"][0]["language_mode"]
+    assert mode["languages"] == ["de", "fr", "es"] and mode["mode_proportions"]["de"] > 0.9
+    assert (out / "language_modes.png").is_file()
+    assert json.loads((out / "metrics.json").read_text())["real"] is None
+    with pytest.raises(UserError, match="give the source side as 'src'"):
+        validate(AnalyzeConfig, {"tgt": ["x"]})
+    with pytest.raises(UserError, match="one of them"):
+        validate(AnalyzeConfig, {"tgt": ["x"], "src": "s", "data": data})

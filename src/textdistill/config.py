@@ -561,11 +561,18 @@ class AnalyzeConfig(AlignerConfig):
 
     kind: Literal["analyze"] = "analyze"
     name: str = "analysis"
-    src: str
+    src: str | None = None
+    """The source side (a file); default: the sources of ``split`` of ``data``."""
     tgt: list[str] = Field(min_length=1)
     """Target sides aligned with ``src`` (files, or generate stages' names)."""
     real: str | None = None
-    """The human target side of ``src`` (for faithfulness, BLEU and chrF)."""
+    """The human target side of ``src`` (for faithfulness, BLEU and chrF); with ``data`` of
+    one target language, its targets of ``split``."""
+    data: ParallelDataConfig | None = None
+    """A parallel corpus to take ``src`` (and ``real``) from; with several target languages
+    (``tgt_lang: de+fr+es``) the language modes are fitted on its training targets, one
+    side per language."""
+    split: Literal["train", "dev", "test"] = "test"
     tokenize: Literal["words", "subwords"] = "words"
     tokenizer: str | None = None
     """A Hugging Face tokenizer folder, for ``tokenize: subwords``."""
@@ -576,6 +583,13 @@ class AnalyzeConfig(AlignerConfig):
     alignments: bool = False
     """Also write Pharaoh alignments and lexical tables under ``alignments/``."""
     positional: ClassVar[str | None] = "tgt"
+
+    @model_validator(mode="after")
+    def _source_given(self) -> AnalyzeConfig:
+        if (self.src is None) == (self.data is None):
+            raise ValueError("give the source side as 'src' (a file) or as 'data' (a parallel "
+                             "corpus and its 'split'), one of them")
+        return self
 
 
 Stage = Annotated[

@@ -63,6 +63,31 @@ def print_table(result: dict) -> None:
             )
 
 
+def _with_corpus_files(cfg: AnalyzeConfig, folder: Path) -> AnalyzeConfig:
+    """``cfg`` with ``src`` (and ``real``, and per-language ``lang_refs``) written from its
+    ``data`` into ``folder`` (the stage's own output folder, never the repository)."""
+    from textdistill.data.parallel import load_pairs
+    from textdistill.paths import atomic_write_text
+
+    def write(name: str, lines: list[str]) -> str:
+        atomic_write_text(folder / name, "".join(line + "\n" for line in lines))
+        return str(folder / name)
+
+    data = cfg.data.model_copy(update={"targets": None})
+    langs = data.target_langs
+    pairs = load_pairs(data.model_copy(update={"tgt_lang": langs[0],
+                                               "multi_target": "sample"}), cfg.split)
+    update: dict = {"src": write(f"{cfg.split}.{data.src_lang}", [s for s, _ in pairs])}
+    if len(langs) == 1 and cfg.real is None:
+        update["real"] = write(f"{cfg.split}.{langs[0]}", [t for _, t in pairs])
+    if len(langs) > 1 and not cfg.lang_refs:
+        update["lang_refs"] = {
+            lang: write(f"train.{lang}", [t for _, t in load_pairs(
+                data.model_copy(update={"tgt_lang": lang, "multi_target": "sample"}), "train")])
+            for lang in langs}
+    return cfg.model_copy(update=update)
+
+
 def run_analyze(cfg: AnalyzeConfig, out_dir: str | Path, resume: bool = False) -> dict:
     """The ``analyze`` stage: ``metrics.json`` (every measure), ``complexity_faithfulness.png``
     when the real targets are given, ``language_modes.png`` (each corpus's sentences on the
@@ -76,6 +101,8 @@ def run_analyze(cfg: AnalyzeConfig, out_dir: str | Path, resume: bool = False) -
     from textdistill.paths import atomic_write_json
 
     out_dir = Path(out_dir)
+    if cfg.data is not None:
+        cfg = _with_corpus_files(cfg, out_dir / "inputs")
     aligner = AlignerConfig(**cfg.model_dump(include=set(AlignerConfig.model_fields)))
     result = analyze(cfg.src, cfg.tgt, cfg.real, tokenize=cfg.tokenize, tokenizer=cfg.tokenizer,
                      aligner=aligner, epsilon=cfg.epsilon, language_refs=cfg.lang_refs or None,
