@@ -160,7 +160,8 @@ def test_kbest_from_must_match_the_split(tmp_path):
         run_generate(cfg, tmp_path / "out")
 
 
-@pytest.mark.parametrize("name", ["seqkd.yaml", "seqkd-cpu.yaml", "born-again.yaml"])
+@pytest.mark.parametrize("name", ["seqkd.yaml", "seqkd-cpu.yaml", "born-again.yaml",
+                                  "nat.yaml", "multimodality.yaml"])
 def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
     from textdistill.recipe import _resolved
 
@@ -172,6 +173,8 @@ def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
             # a student reads the targets.txt of an earlier generate stage
             assert resolved.data.targets == str(tmp_path / stage.data.targets / "targets.txt")
             assert recipe.stages[earlier.index(stage.data.targets)].kind == "generate"
+        if stage.kind == "analyze":  # reads the targets.txt of earlier generate stages
+            assert resolved.tgt == [str(tmp_path / t / "targets.txt") for t in stage.tgt]
         if stage.kind == "generate":
             assert resolved.model == str(tmp_path / stage.model / "model")
             if stage.kbest_from:
@@ -179,3 +182,28 @@ def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
                 source = recipe.stages[earlier.index(stage.kbest_from)]
                 assert source.num_return > 1 and source.data == stage.data
         earlier.append(stage.name)
+
+
+@pytest.mark.slow
+def test_multimodality_recipe_runs_end_to_end_at_toy_scale(tmp_path):
+    recipe = load_config(Recipe, RECIPE.parent / "multimodality.yaml")
+    small = {"d_model": 32, "heads": 2, "ffn_dim": 64, "encoder_layers": 1, "decoder_layers": 1}
+    for stage in recipe.stages:
+        if stage.kind == "train":
+            stage.arch, stage.epochs, stage.vocab_size = small, 1, 300
+            stage.data.max_train_examples = 60 if stage.data.multi_target == "all" else 20
+            stage.data.max_eval_examples, stage.data.max_length = 4, 24
+            stage.optim.warmup_steps = 2
+        elif stage.kind == "generate":
+            stage.data.max_train_examples, stage.data.max_eval_examples = 20, 12
+            stage.data.max_length = 24
+        else:
+            stage.iterations = 1
+            stage.data.max_eval_examples, stage.data.max_train_examples = 12, 60
+    metrics = run_recipe(recipe, tmp_path)
+    assert metrics["at"]["train_pairs"] == 60  # 20 sources, each with de, fr and es
+    modes = metrics["modes"]["corpora"]
+    assert [c["name"] for c in modes] == ["at-test", "nat-test", "nat-one-test", "nat-kd-test"]
+    assert all(c["language_mode"]["languages"] == ["de", "fr", "es"] for c in modes)
+    assert (tmp_path / "modes" / "language_modes.png").is_file()
+    assert len(read_lines(tmp_path / "at-outputs" / "targets.txt")) == 20

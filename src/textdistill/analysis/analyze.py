@@ -56,9 +56,11 @@ def _check_parallel(src: Path, n_src: int, other: Path, n_other: int, role: str)
 
 
 def _names(paths: Sequence[Path]) -> list[str]:
+    """A name per corpus: its file name, or its folder's for a ``generate`` stage's
+    ``targets.txt``; repeats numbered."""
     names: list[str] = []
     for p in paths:
-        name = p.name
+        name = p.parent.name if p.name == "targets.txt" and p.parent.name else p.name
         if name in names:
             k = 2
             while f"{name}#{k}" in names:
