@@ -7,8 +7,9 @@
 On the first ``--sentences`` English sources of the l10n test split: latency at batch 1
 (median over the sentences, each decoded alone) and throughput at batch 64 (sentences/s over
 all of them, length-sorted batches of 64), under the stages' precision (bf16 where the CPU
-has it). Also prints each setting's test BLEU on those sentences, so that speed is read next
-to quality. Prints a Markdown table.
+has it). Also prints each setting's test BLEU and mean output length (words) on those
+sentences, so that speed is read next to quality and length (an under-trained AT model that
+fails to stop is slow for that reason alone). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -66,14 +67,17 @@ def main() -> None:
                     hyps[i] = h[0].text
             seconds = time.perf_counter() - start
         rows.append((name, 1000 * statistics.median(latency), len(ids) / seconds,
-                     corpus_bleu_chrf(hyps, refs)["bleu"]))
+                     corpus_bleu_chrf(hyps, refs)["bleu"],
+                     statistics.mean(len(h.split()) for h in hyps)))
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s), {precision}, {len(sources)} l10n test sentences")
     print("| decoding | ms/sentence, batch 1 (median) | sentences/s, batch 64 | speed-up "
-          "(batch 1) vs AT greedy | BLEU |")
-    print("|---|---|---|---|---|")
-    for name, ms, rate, bleu in rows:
-        print(f"| {name} | {ms:.1f} | {rate:.1f} | {rows[0][1] / ms:.2f}× | {bleu:.2f} |")
+          "(batch 1) vs AT greedy | BLEU | words per output |")
+    print("|---|---|---|---|---|---|")
+    for name, ms, rate, bleu, words in rows:
+        print(f"| {name} | {ms:.1f} | {rate:.1f} | {rows[0][1] / ms:.2f}× | {bleu:.2f} | "
+              f"{words:.1f} |")
+    print(f"references: {statistics.mean(len(r.split()) for r in refs):.1f} words")
 
 
 if __name__ == "__main__":
