@@ -279,6 +279,54 @@ def test_recipe_jobs_a_failing_stage_stops_the_run_with_its_error(tmp_path):
         recipe_mod.run_recipe(_two_students(), tmp_path / "run", jobs=0)
 
 
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purpose
+        return stat.read().split(") ")[-1][0] != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_recipe_jobs_stage_processes_end_with_the_parent(tmp_path, how):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import cli_command
+
+    recipe = _two_students().model_dump()
+    for stage in recipe["stages"][:2]:
+        stage["data"]["max_train_examples"] = 2000
+        stage["phases"][0]["epochs"] = 50
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    run = tmp_path / "run"
+    proc = subprocess.Popen(cli_command("run", tmp_path / "r.yaml", "--run-dir", run, "--jobs",
+                                        "2"), stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    logs = [run / name / "logs" / "metrics.jsonl" for name in ("a", "b")]
+    deadline = time.monotonic() + 120
+    while not all(p.is_file() and p.stat().st_size for p in logs):  # both are training
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+        time.sleep(0.5)
+    workers = [int((run / name / ".textdistill.lock.pid").read_text()) for name in ("a", "b")]
+    os.kill(proc.pid, getattr(signal, how))
+    code = proc.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(_alive(w) for w in workers):
+        assert time.monotonic() < deadline, f"stage processes outlived the run ({how})"
+        time.sleep(0.5)
+    if how == "SIGTERM":  # one line, and the stages stopped at a checkpoint
+        err = proc.stderr.read()
+        assert code == 130 and "error: stopped by SIGTERM" in err and "Traceback" not in err
+        assert (run / "a" / "checkpoint" / "state.json").is_file()
+
+
 def test_recipe_evaluating_an_unknown_model(tmp_path):
     recipe = validate(Recipe, {"name": "x", "stages": [
         {"kind": "evaluate", "name": "e", "models": ["nowhere"]}]})

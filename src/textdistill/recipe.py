@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import queue
+import signal
 import sys
+import threading
+import time
 import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -158,11 +162,26 @@ def _run_stage(item: _Planned, resume: bool) -> dict:
     return metrics
 
 
-def _stage_process(item: _Planned, resume: bool, threads: int, results) -> None:
+def _stop_when_gone(parent: int) -> None:
+    """Send this process SIGTERM (a training stage then checkpoints and stops) once the
+    process ``parent`` has ended, however it ended."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        except PermissionError:  # alive, another user's: not ours to watch
+            pass
+
+
+def _stage_process(item: _Planned, resume: bool, threads: int, results, parent: int) -> None:
     """A worker process: one stage on ``threads`` CPU threads; puts (name, ok, metrics or
-    the UserError to raise) on ``results``."""
+    the UserError to raise) on ``results``; stops with its checkpoint if ``parent`` ends."""
     import torch
 
+    threading.Thread(target=_stop_when_gone, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     name = item.stage.name
     try:
@@ -192,6 +211,16 @@ def _run_side_by_side(plan: list[_Planned], metrics: dict[str, dict], resume: bo
     results = context.Queue()
     waiting = list(plan)
     running: dict[str, Any] = {}
+
+    def stop(signum, frame) -> None:
+        from textdistill.trainer import Interrupted
+
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}; the stages that were "
+                          "running saved their checkpoints: rerun the same command with "
+                          "--resume")
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
     try:
         while waiting or running:
             ready = [p for p in waiting if all(d in metrics for d in p.deps)]
@@ -200,7 +229,7 @@ def _run_side_by_side(plan: list[_Planned], metrics: dict[str, dict], resume: bo
                 threads = max(1, cores // (len(running) + len(ready)))
                 waiting.remove(item)
                 proc = context.Process(target=_stage_process, daemon=True,
-                                       args=(item, resume, threads, results))
+                                       args=(item, resume, threads, results, os.getpid()))
                 proc.start()
                 running[item.stage.name] = proc
             name, ok, payload = _next_result(results, running)
@@ -209,6 +238,8 @@ def _run_side_by_side(plan: list[_Planned], metrics: dict[str, dict], resume: bo
                 raise payload
             metrics[name] = payload
     finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         for proc in running.values():  # stop the others (SIGTERM: checkpoint, then exit)
             proc.terminate()
         for proc in running.values():
