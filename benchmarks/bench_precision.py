@@ -98,6 +98,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's top operators of the bf16 eager arm")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -123,6 +125,12 @@ def main() -> None:
         used = ms["bf16 eager"]  # what the stages run
         print(f"| {name} | {ms['fp32']:.0f} | {ms['bf16 sdpa']:.0f} | {ms['bf16 eager']:.0f} | "
               f"{ms['fp32'] / used:.2f}× |", flush=True)
+        if args.profile:  # where a bf16 eager step spends its time (self CPU per operator)
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step_times(module, batches, "bf16")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 if __name__ == "__main__":

@@ -94,11 +94,22 @@ def test_bf16_forward_passes_fp32_weights_gradients_and_losses(bf16_cpu, teacher
 
 
 @pytest.mark.slow
-def test_a_bf16_run_saves_fp32_models_and_records_its_precision(bf16_cpu, tmp_path, teacher):
+def test_a_bf16_run_saves_fp32_models_and_records_its_precision(bf16_cpu, tmp_path, teacher,
+                                                                 monkeypatch):
+    from textdistill.objectives import ObjectiveModule
     from textdistill.stages import STAGES
 
     cfg = distill_config(f"teacher={teacher}", *MICRO, phases("kd"), "precision=auto")
+    trained = []  # the student and the teacher train/run with eager attention under bf16
+    real_step = ObjectiveModule.forward
+
+    def step(module, batch, phase=0):
+        trained.append({m.config._attn_implementation for m in (module.student, module.teacher)})
+        return real_step(module, batch, phase)
+
+    monkeypatch.setattr(ObjectiveModule, "forward", step)
     summary = STAGES["distill"].execute(cfg, tmp_path)
+    assert trained and all(impls == {"eager"} for impls in trained)
     assert summary["precision"] == "bf16"
     assert json.loads((tmp_path / "run.json").read_text())["precision"] == "bf16"
     with safe_open(str(tmp_path / "model" / "model.safetensors"), "pt") as f:
