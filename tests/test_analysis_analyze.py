@@ -259,3 +259,13 @@ def test_command_mismatch_error(files, tmp_path):
         app, ["analyze", "-o", str(tmp_path / "o"), "--src", str(files["src"]), str(short)])
     assert res.exit_code == 2 and "has 3" in res.stderr and "400 lines" in res.stderr
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_the_real_corpus_alone(files, result):
+    alone = analyze(files["src"], [], real=files["real"], aligner=AlignerConfig(iterations=4))
+    timing = {"seconds"}
+    assert alone["corpora"] == [] and ({k: v for k, v in alone["real"].items() if k not in timing}
+                                       == {k: v for k, v in result["real"].items()
+                                           if k not in timing})
+    with pytest.raises(UserError, match=r"give at least one target corpus \(--tgt\) or the real"):
+        analyze(files["src"], [])

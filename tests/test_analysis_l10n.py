@@ -60,7 +60,6 @@ def test_read_l10n_columns():
 
 @pytest.mark.slow
 def test_analyze_stage_takes_sources_real_targets_and_language_sides_from_a_corpus(tmp_path):
-    import json
 
     from textdistill.analysis.command import run_analyze
     from textdistill.config import AnalyzeConfig, validate
@@ -84,8 +83,21 @@ def test_analyze_stage_takes_sources_real_targets_and_language_sides_from_a_corp
     mode = res["corpora"][0]["language_mode"]
     assert mode["languages"] == ["de", "fr", "es"] and mode["mode_proportions"]["de"] > 0.9
     assert (out / "language_modes.png").is_file()
-    assert json.loads((out / "metrics.json").read_text())["real"] is None
+    # the real side is the corpus's own targets, one drawn language per source
+    drawn = load_pairs(validate(AnalyzeConfig, {"data": three}).data, "dev")
+    assert (out / "inputs" / "dev.de+fr+es").read_text() == "".join(f"{t}\n" for _, t in drawn)
+    shares = res["real"]["language_mode"]["mode_proportions"]
+    assert len(set(drawn.langs)) == 3 and min(shares.values()) > 0.1
+    # every target of every source (a multi-target training set) and no other corpus
+    every = {**three, "multi_target": "all", "max_eval_examples": 30}
+    res = run_analyze(validate(AnalyzeConfig, {"data": every, "split": "dev",
+                                               "iterations": 1}), tmp_path / "every")
+    sources = (tmp_path / "every" / "inputs" / "dev.en").read_text().splitlines()
+    assert len(sources) == 30 and sources[0] == sources[1] == sources[2] != sources[3]
+    assert res["corpora"] == [] and res["real"]["complexity"] > 0
     with pytest.raises(UserError, match="give the source side as 'src'"):
         validate(AnalyzeConfig, {"tgt": ["x"]})
+    with pytest.raises(UserError, match="nothing to measure: give target corpora"):
+        validate(AnalyzeConfig, {"src": "s"})
     with pytest.raises(UserError, match="one of them"):
         validate(AnalyzeConfig, {"tgt": ["x"], "src": "s", "data": data})

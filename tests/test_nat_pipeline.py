@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from textdistill.config import GenerateConfig, Seq2SeqConfig, validate
+from textdistill.data.batching import ParallelDataset
 from textdistill.data.corpora import L10N_FILES
 from textdistill.errors import UserError
 from textdistill.losses import REGISTRY, TaskOutputs
@@ -18,7 +19,7 @@ from textdistill.models.nat import NATModel
 from textdistill.models.seq2seq import build_seq2seq, load_seq2seq
 from textdistill.paths import data_dir
 from textdistill.seq2seq.generate import translate
-from textdistill.seq2seq.train import run_generate, run_train
+from textdistill.seq2seq.train import _clipped_lengths, run_generate, run_train
 from textdistill.seq2seq.vocab import train_tokenizer
 
 
@@ -76,6 +77,17 @@ def test_decoding_options_that_do_not_fit_the_model(tmp_path):
         translate(at, tok, ["a b"], GenerateConfig(model="m", iterations=4))
 
 
+def test_targets_beyond_the_length_range_are_counted(caplog):
+    tok = train_tokenizer(["a b c", "b c d", "c d e"] * 5, 40)
+    data = ParallelDataset([("a", "a b c d e a b c d e"), ("a b c", "a b"), ("c", "c")], tok, 64)
+    offsets = [len(t) - len(s) for s, t in zip(data.src, data.tgt, strict=True)]
+    assert offsets[0] >= 9 and abs(offsets[1]) <= 2 and offsets[2] == 0
+    with caplog.at_level("WARNING"):
+        assert _clipped_lengths(data, 3) == 1
+    assert "1 of 3 training targets differ from their source by more than 3" in caplog.text
+    assert _clipped_lengths(data, offsets[0]) == 0
+
+
 l10n = pytest.mark.skipif(not (data_dir() / L10N_FILES["train"]).is_file(),
                           reason="l10n not found: set TEXTDISTILL_DATA to the shared data")
 
@@ -101,6 +113,7 @@ def test_train_resume_and_generate_a_nat_student(tmp_path, masking):
     # --resume with more epochs goes on from the checkpoint
     second = run_train(validate(Seq2SeqConfig, {**settings, "epochs": 2}), out, resume=True)
     assert second["steps"] == 2 * per_epoch
+    assert second["length_offsets_clipped"] == 0  # l10n pairs of at most 24 tokens
     model, tok = load_seq2seq(out / "model")
     assert isinstance(model, NATModel)
     assert model.config.decoder_input == "copy"
@@ -119,3 +132,8 @@ def test_train_resume_and_generate_a_nat_student(tmp_path, masking):
         run_generate(validate(GenerateConfig, {
             "model": str(out / "model"), "split": "dev", "num_return": 2,
             "data": {"max_eval_examples": 2}}), tmp_path / "gen2")
+    # an autoregressive student cannot take word-level KD from it
+    with pytest.raises(UserError, match=r"is a non-autoregressive model: word-level KD and "):
+        run_train(validate(Seq2SeqConfig, {
+            "teacher": str(out / "model"), "objectives": [{"loss": "kd"}],
+            "data": settings["data"], "epochs": 1}), tmp_path / "at")

@@ -563,15 +563,17 @@ class AnalyzeConfig(AlignerConfig):
     name: str = "analysis"
     src: str | None = None
     """The source side (a file); default: the sources of ``split`` of ``data``."""
-    tgt: list[str] = Field(min_length=1)
-    """Target sides aligned with ``src`` (files, or generate stages' names)."""
+    tgt: list[str] = Field(default_factory=list)
+    """Target sides aligned with ``src`` (files, or generate stages' names); none to measure
+    the real data alone."""
     real: str | None = None
-    """The human target side of ``src`` (for faithfulness, BLEU and chrF); with ``data`` of
-    one target language, its targets of ``split``."""
+    """The human target side of ``src`` (for faithfulness, BLEU and chrF); with ``data``, its
+    targets of ``split``."""
     data: ParallelDataConfig | None = None
-    """A parallel corpus to take ``src`` (and ``real``) from; with several target languages
-    (``tgt_lang: de+fr+es``) the language modes are fitted on its training targets, one
-    side per language."""
+    """A parallel corpus to take ``src`` and ``real`` from, one line per pair as training
+    reads it (``multi_target: all`` repeats each source once per language); with several
+    target languages (``tgt_lang: de+fr+es``) the language modes are fitted on its training
+    targets, one side per language."""
     split: Literal["train", "dev", "test"] = "test"
     tokenize: Literal["words", "subwords"] = "words"
     tokenizer: str | None = None
@@ -589,6 +591,9 @@ class AnalyzeConfig(AlignerConfig):
         if (self.src is None) == (self.data is None):
             raise ValueError("give the source side as 'src' (a file) or as 'data' (a parallel "
                              "corpus and its 'split'), one of them")
+        if not self.tgt and self.real is None and self.data is None:
+            raise ValueError("nothing to measure: give target corpora ('tgt'), the real "
+                             "targets ('real') or a corpus ('data')")
         return self
 
 

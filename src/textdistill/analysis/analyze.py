@@ -136,9 +136,9 @@ def analyze(
     tok = make_tokenizer(tokenize, tokenizer)
     src = Path(src)
     tgt_paths = [Path(tgt)] if isinstance(tgt, str | Path) else [Path(t) for t in tgt]
-    if not tgt_paths:
-        raise UserError("give at least one target corpus (--tgt)")
     real_path = Path(real) if real is not None else None
+    if not tgt_paths and real_path is None:
+        raise UserError("give at least one target corpus (--tgt) or the real one (--real)")
 
     src_lines = read_lines(src, "source file")
     if not src_lines:

@@ -75,11 +75,10 @@ def _with_corpus_files(cfg: AnalyzeConfig, folder: Path) -> AnalyzeConfig:
 
     data = cfg.data.model_copy(update={"targets": None})
     langs = data.target_langs
-    pairs = load_pairs(data.model_copy(update={"tgt_lang": langs[0],
-                                               "multi_target": "sample"}), cfg.split)
+    pairs = load_pairs(data, cfg.split)  # several languages: one line per pair, as trained
     update: dict = {"src": write(f"{cfg.split}.{data.src_lang}", [s for s, _ in pairs])}
-    if len(langs) == 1 and cfg.real is None:
-        update["real"] = write(f"{cfg.split}.{langs[0]}", [t for _, t in pairs])
+    if cfg.real is None:
+        update["real"] = write(f"{cfg.split}.{data.tgt_lang}", [t for _, t in pairs])
     if len(langs) > 1 and not cfg.lang_refs:
         update["lang_refs"] = {
             lang: write(f"train.{lang}", [t for _, t in load_pairs(

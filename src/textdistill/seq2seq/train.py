@@ -4,6 +4,7 @@ It runs through the project's one training loop (``trainer.Trainer``)."""
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from textdistill.data.readers import read_lines
 from textdistill.errors import UserError
 from textdistill.metrics import corpus_bleu_chrf
 from textdistill.models.common import count_parameters
-from textdistill.models.nat import build_nat
+from textdistill.models.nat import NATModel, build_nat
 from textdistill.models.seq2seq import (
     build_seq2seq,
     check_arch,
@@ -45,6 +46,8 @@ from textdistill.tasks.seq2seq import Seq2SeqTask
 from textdistill.teacher_cache import teacher_topk
 from textdistill.trainer import PhaseSpec, Trainer
 
+log = logging.getLogger(__name__)
+
 
 def _tokenizer(cfg: Seq2SeqConfig, pairs, out_dir: Path):
     data = cfg.data
@@ -54,6 +57,18 @@ def _tokenizer(cfg: Seq2SeqConfig, pairs, out_dir: Path):
     texts = [s for s, _ in pairs] + [t for _, t in pairs]
     return train_tokenizer(texts, cfg.vocab_size, out_dir / "tokenizer",
                            src_lang=data.src_lang, tgt_lang=data.tgt_lang)
+
+
+def _clipped_lengths(train: ParallelDataset, max_offset: int) -> int:
+    """How many training pairs' target length lies outside the length predictor's range
+    (source length ± ``max_offset``): they train the nearest class, the end of the range."""
+    clipped = sum(abs(len(t) - len(s)) > max_offset
+                  for s, t in zip(train.src, train.tgt, strict=True))
+    if clipped:
+        log.warning("%d of %d training targets differ from their source by more than %d "
+                    "tokens: their length class is clipped to the range (raise "
+                    "nat.max_length_offset to cover them)", clipped, len(train), max_offset)
+    return clipped
 
 
 def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> dict:
@@ -70,6 +85,11 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     if cfg.teacher is not None:
         check_languages(cfg.teacher, cfg.data.src_lang, cfg.data.tgt_lang)
         teacher, tokenizer = load_seq2seq(cfg.teacher)
+        if isinstance(teacher, NATModel):
+            raise UserError(f"teacher {cfg.teacher} is a non-autoregressive model: word-level "
+                            "KD and init_from_teacher need an autoregressive teacher (a NAT "
+                            "model can teach through its translations: generate, then "
+                            "data.targets)")
     else:
         tokenizer = _tokenizer(cfg, train_pairs, out_dir)
     check_arch(cfg.arch)
@@ -89,6 +109,7 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
             prefer_eager_attention(m, precision, default_device())
     module = ObjectiveModule(task, model, [cfg.objectives], teacher if needs_teacher else None)
     train = ParallelDataset(train_pairs, tokenizer, cfg.data.max_length)
+    clipped = None if cfg.nat is None else _clipped_lengths(train, cfg.nat.max_length_offset)
     cache = None
     if needs_teacher and cfg.teacher_cache and all(topk_ready(o) for o in cfg.objectives):
         teacher.to(default_device())  # the teacher pass runs where training will
@@ -117,6 +138,8 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     summary.update(train_pairs=len(train_pairs), params=count_parameters(model)["params"])
     if cache is not None:
         summary["teacher_cache"] = cache
+    if clipped is not None:
+        summary["length_offsets_clipped"] = clipped
     if trainer.is_main:
         atomic_write_json(out_dir / "metrics.json", summary)
     return summary
