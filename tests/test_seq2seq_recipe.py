@@ -161,7 +161,7 @@ def test_kbest_from_must_match_the_split(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["seqkd.yaml", "seqkd-cpu.yaml", "born-again.yaml",
-                                  "nat.yaml", "multimodality.yaml"])
+                                  "nat.yaml", "nat-decoding.yaml", "multimodality.yaml"])
 def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
     from textdistill.recipe import _resolved
 
@@ -184,6 +184,16 @@ def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
         earlier.append(stage.name)
 
 
+def test_nat_recipes_share_the_teacher_its_corpus_and_two_students():
+    from textdistill.config import config_hash
+
+    nat, decoding = (load_config(Recipe, RECIPE.parent / name)
+                     for name in ("nat.yaml", "nat-decoding.yaml"))
+    digests = {s.name: config_hash(s) for s in nat.stages}
+    shared = [s.name for s in decoding.stages if digests.get(s.name) == config_hash(s)]
+    assert shared == ["teacher", "distilled", "nat-gold", "nat-kd"]
+
+
 @pytest.mark.slow
 def test_multimodality_recipe_runs_end_to_end_at_toy_scale(tmp_path):
     recipe = load_config(Recipe, RECIPE.parent / "multimodality.yaml")
@@ -199,7 +209,8 @@ def test_multimodality_recipe_runs_end_to_end_at_toy_scale(tmp_path):
             stage.data.max_length = 24
         else:
             stage.iterations = 1
-            stage.data.max_eval_examples, stage.data.max_train_examples = 12, 60
+            stage.data.max_eval_examples = 12
+            stage.data.max_train_examples = 60 if stage.data.multi_target == "all" else 20
     metrics = run_recipe(recipe, tmp_path)
     assert metrics["at"]["train_pairs"] == 60  # 20 sources, each with de, fr and es
     modes = metrics["modes"]["corpora"]
@@ -207,3 +218,8 @@ def test_multimodality_recipe_runs_end_to_end_at_toy_scale(tmp_path):
     assert all(c["language_mode"]["languages"] == ["de", "fr", "es"] for c in modes)
     assert (tmp_path / "modes" / "language_modes.png").is_file()
     assert len(read_lines(tmp_path / "at-outputs" / "targets.txt")) == 20
+    # the training sets' own measures: 60 pairs of 20 sources; 20 pairs and the AT outputs
+    assert len(read_lines(tmp_path / "data-all" / "inputs" / "train.en")) == 60
+    assert metrics["data-all"]["corpora"] == [] and metrics["data-all"]["real"]["complexity"] > 0
+    assert [c["name"] for c in metrics["data-one"]["corpora"]] == ["at-outputs"]
+    assert metrics["data-one"]["real"]["aligned_pairs"] <= 20
