@@ -161,7 +161,8 @@ def test_kbest_from_must_match_the_split(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["seqkd.yaml", "seqkd-cpu.yaml", "born-again.yaml",
-                                  "nat.yaml", "nat-decoding.yaml", "multimodality.yaml"])
+                                  "nat.yaml", "nat-decoding.yaml", "nat-teachers.yaml",
+                                  "multimodality.yaml"])
 def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
     from textdistill.recipe import _resolved
 
@@ -187,11 +188,13 @@ def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
 def test_nat_recipes_share_the_teacher_its_corpus_and_two_students():
     from textdistill.config import config_hash
 
-    nat, decoding = (load_config(Recipe, RECIPE.parent / name)
-                     for name in ("nat.yaml", "nat-decoding.yaml"))
+    nat, decoding, teachers = (load_config(Recipe, RECIPE.parent / name)
+                               for name in ("nat.yaml", "nat-decoding.yaml", "nat-teachers.yaml"))
     digests = {s.name: config_hash(s) for s in nat.stages}
     shared = [s.name for s in decoding.stages if digests.get(s.name) == config_hash(s)]
     assert shared == ["teacher", "distilled", "nat-gold", "nat-kd"]
+    shared = [s.name for s in teachers.stages if digests.get(s.name) == config_hash(s)]
+    assert shared == ["teacher", "distilled", "nat-kd"]
 
 
 @pytest.mark.slow
