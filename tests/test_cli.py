@@ -41,13 +41,14 @@ def assert_user_error(exit_code: int, stderr: str, *fragments: str) -> str:
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        ([], ["finetune", "distill", "evaluate", "train", "generate", "evaluate-mt", "analyze",
-              "run", "report", "data"]),
+        ([], ["finetune", "distill", "prune", "evaluate", "train", "generate", "evaluate-mt",
+              "analyze", "run", "report", "data"]),
         (["finetune"], ["--out", "--config", "--resume", "teacher", "epochs [3]"]),
         (["distill"], ["--out", "--config", "--resume", "phases [", "key=value"]),
+        (["prune"], ["--out", "model [required]", "vocabulary", "seed [42]"]),
         (["evaluate"], ["--out", "models [required]", "split ['test']"]),
         (["generate"], ["method ['beam']", "sampling_temperature [1.0]", "not a distillation"]),
-        (["analyze"], ["variational_bayes [true]", "tgt [required]"]),
+        (["analyze"], ["variational_bayes [true]", "tgt [[]]", "real data alone"]),
         (["run"], ["RECIPE", "--run-dir", "--resume", "--only"]),
         (["data"], ["list", "inspect"]),
         (["data", "list"], ["registered"]),

@@ -298,6 +298,21 @@ class DistillConfig(Strict):
         return self
 
 
+class PruneConfig(Strict):
+    """Prune a classifier's vocabulary to the tokens its training split uses (and every special
+    token): the word-embedding rows of the other tokens are dropped."""
+
+    kind: Literal["prune"] = "prune"
+    name: str = "pruned"
+    model: str
+    """A classifier folder (fast WordPiece tokenizer) or an earlier stage's name."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Its training split (``max_train_examples`` rows, drawn with ``seed``) defines the kept
+    vocabulary; its dev and test texts are counted for tokens the pruned vocabulary lacks."""
+    seed: Seed = 42
+    """Seed of the ``max_*_examples`` subsets (distill's default, so the same rows)."""
+
+
 class EvaluateConfig(Strict):
     """Evaluate models on a test split: task metrics, size, latency, throughput."""
 
@@ -600,6 +615,7 @@ class AnalyzeConfig(AlignerConfig):
 Stage = Annotated[
     FinetuneConfig
     | DistillConfig
+    | PruneConfig
     | EvaluateConfig
     | Seq2SeqConfig
     | GenerateConfig

@@ -38,6 +38,16 @@ def show_trained(summary: dict, out: Path) -> None:
     console.print(f"model saved in {out / 'model'}{precision}; best dev: {shown or 'n/a'}")
 
 
+def show_pruned(result: dict, out: Path) -> None:
+    """One closing line: where the pruned model is, its vocabulary and parameters."""
+    lacking = ", ".join(f"{split} {n['pruned_tokens']:,} of {n['tokens']:,} ({n['unk_tokens']:,} "
+                        "words become [UNK])" for split, n in result["unknown"].items())
+    console.print(f"model saved in {out / 'model'}: {result['vocab_before']:,} -> "
+                  f"{result['kept_tokens']:,} tokens, {result['params_before']:,} -> "
+                  f"{result['params_after']:,} parameters; tokens outside the kept vocabulary: "
+                  f"{lacking}")
+
+
 def show_evaluation(table: dict, out: Path) -> None:
     from textdistill.evaluate import format_table
 
@@ -93,6 +103,10 @@ STAGES: dict[str, StageKind] = {
     "distill": StageKind(_lazy("textdistill.distill", "run_distill"), show_trained,
                          "Train a classifier student from a teacher (or on labels alone).",
                          {"teacher": "model", "student.vocab_from": "model"}),
+    "prune": StageKind(_lazy("textdistill.models.prune", "run_prune"), show_pruned,
+                       "Prune a classifier's vocabulary to the tokens of its training data "
+                       "(and every special token): a smaller embedding matrix.",
+                       {"model": "model"}),
     "evaluate": StageKind(_lazy("textdistill.evaluate", "run_evaluate"), show_evaluation,
                           "Accuracy, macro-F1, MCC, size, latency and throughput of classifiers; "
                           "the first model is the reference.", {"models": "model"}),
