@@ -86,6 +86,19 @@ def test_targets_beyond_the_length_range_are_counted(caplog):
         assert _clipped_lengths(data, 3) == 1
     assert "1 of 3 training targets differ from their source by more than 3" in caplog.text
     assert _clipped_lengths(data, offsets[0]) == 0
+    assert data.truncated == 0
+
+
+def test_pairs_longer_than_max_length_are_cut_and_counted():
+    tok = train_tokenizer(["a b c", "b c d", "c d e"] * 5, 40)
+    pairs = [("a b c d e a b c", "a"), ("a", "b c d e a b c d"), ("a b", "c d")]
+    full = [len(tok(s)["input_ids"]) for pair in pairs for s in pair]
+    limit = max(full[4], full[5])  # cuts the first two pairs, not the third
+    assert full[0] > limit and full[3] > limit
+    data = ParallelDataset(pairs, tok, limit)
+    assert data.truncated == 2
+    assert max(map(len, data.src + data.tgt)) == limit
+    assert data.src[0][-1] == data.tgt[1][-1] == tok.eos_token_id  # the end token is kept
 
 
 l10n = pytest.mark.skipif(not (data_dir() / L10N_FILES["train"]).is_file(),
@@ -114,6 +127,7 @@ def test_train_resume_and_generate_a_nat_student(tmp_path, masking):
     second = run_train(validate(Seq2SeqConfig, {**settings, "epochs": 2}), out, resume=True)
     assert second["steps"] == 2 * per_epoch
     assert second["length_offsets_clipped"] == 0  # l10n pairs of at most 24 tokens
+    assert 0 < second["truncated_pairs"] < 64  # some of the 64 pairs are longer than 24 tokens
     model, tok = load_seq2seq(out / "model")
     assert isinstance(model, NATModel)
     assert model.config.decoder_input == "copy"

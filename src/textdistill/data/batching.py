@@ -204,10 +204,13 @@ class ParallelDataset(BatchedDataset):
     def __init__(self, pairs: Sequence[tuple[str, str]], tokenizer, max_length: int):
         if not pairs:
             raise UserError("the parallel dataset is empty: check the corpus and the limits")
-        self.src = tokenizer([s for s, _ in pairs], truncation=True,
-                             max_length=max_length)["input_ids"]
-        self.tgt = tokenizer([t for _, t in pairs], truncation=True,
-                             max_length=max_length)["input_ids"]
+        sides = [[s for s, _ in pairs], [t for _, t in pairs]]
+        full = [tokenizer(side, add_special_tokens=True)["input_ids"] for side in sides]
+        self.truncated = sum(max(len(s), len(t)) > max_length for s, t in zip(*full, strict=True))
+        """Pairs with a side longer than ``max_length`` tokens: that side is cut (its end
+        token kept)."""
+        self.src, self.tgt = (tokenizer(side, truncation=True, max_length=max_length)["input_ids"]
+                              for side in sides)
         self.pad_id = tokenizer.pad_token_id
         self.teacher_topk: dict[str, torch.Tensor] | None = None
         """The teacher's top-k ``values`` and ``indices`` per target token, target after

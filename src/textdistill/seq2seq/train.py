@@ -109,6 +109,9 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
             prefer_eager_attention(m, precision, default_device())
     module = ObjectiveModule(task, model, [cfg.objectives], teacher if needs_teacher else None)
     train = ParallelDataset(train_pairs, tokenizer, cfg.data.max_length)
+    if train.truncated:
+        log.warning("%d of %d training pairs have a side longer than data.max_length = %d "
+                    "tokens: cut to it", train.truncated, len(train), cfg.data.max_length)
     clipped = None if cfg.nat is None else _clipped_lengths(train, cfg.nat.max_length_offset)
     cache = None
     if needs_teacher and cfg.teacher_cache and all(topk_ready(o) for o in cfg.objectives):
@@ -135,7 +138,8 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
                       select_metric="bleu", seed=cfg.seed, run_config=training_record(cfg),
                       precision=precision)
     summary = trainer.train(resume=resume)
-    summary.update(train_pairs=len(train_pairs), params=count_parameters(model)["params"])
+    summary.update(train_pairs=len(train_pairs), truncated_pairs=train.truncated,
+                   params=count_parameters(model)["params"])
     if cache is not None:
         summary["teacher_cache"] = cache
     if clipped is not None:
