@@ -99,7 +99,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_root() -> Path:
     """The data directory for l10n/mono; skips when ``$TEXTDISTILL_DATA`` is not usable."""
     value = os.environ.get(DATA_ENV)

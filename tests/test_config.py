@@ -185,8 +185,8 @@ def test_unknown_stage_kind():
     with pytest.raises(UserError) as exc:
         load_config(Recipe, RECIPE, ["stages.0.kind=pretrain"])
     assert "'stages.0.kind': unknown kind 'pretrain'" in str(exc.value)
-    assert ("'finetune', 'distill', 'prune', 'evaluate', 'train', 'generate', 'evaluate-mt', "
-            "'analyze'") in str(exc.value)
+    assert ("'finetune', 'distill', 'general-distill', 'prune', 'train-mlm', 'augment', "
+            "'evaluate', 'train', 'generate', 'evaluate-mt', 'analyze'") in str(exc.value)
 
 
 @pytest.mark.parametrize("loss", ["kd", "soft_ce", "hidden", "attention", "embedding"])

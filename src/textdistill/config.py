@@ -220,8 +220,34 @@ class Length(LossSpec):
     needs_teacher: ClassVar[bool] = False
 
 
+class MiniLM(LossSpec):
+    """MiniLM (Wang et al. 2020): KL between the teacher's and the student's self-attention
+    distributions and between their value relations softmax(V V^T / sqrt(d_head)), head by
+    head (equal head counts), teacher layer ``teacher_layer`` against the student's last."""
+
+    loss: Literal["minilm"]
+    teacher_layer: int | None = Field(None, ge=1)
+    """1-based; default: the teacher's last layer."""
+
+
+class MiniLMv2(LossSpec):
+    """MiniLMv2 (Wang et al. 2021): KL between the teacher's and the student's query-query,
+    key-key and value-value self-relations, their heads concatenated and re-split into
+    ``relation_heads``, so head counts (and widths) may differ."""
+
+    loss: Literal["minilmv2"]
+    teacher_layer: int | None = Field(None, ge=1)
+    """1-based; default: the teacher's last layer (the paper takes an upper-middle one of
+    large teachers)."""
+    relation_heads: int = Field(12, ge=1)
+    """Must divide both models' attention widths (heads x head size)."""
+    relations: list[Literal["query", "key", "value"]] = Field(
+        default_factory=lambda: ["query", "key", "value"], min_length=1)
+
+
 Objective = Annotated[
-    Hard | KD | ReverseKL | JSD | SkewKL | TVD | SoftCE | Embedding | Hidden | Attention | Length,
+    Hard | KD | ReverseKL | JSD | SkewKL | TVD | SoftCE | Embedding | Hidden | Attention | Length
+    | MiniLM | MiniLMv2,
     Field(discriminator="loss"),
 ]
 LOSS_SPECS: dict[str, type[LossSpec]] = {
@@ -249,12 +275,23 @@ class Phase(Strict):
 
 
 class StudentConfig(Strict):
-    """A student: a named preset, optionally initialised from chosen teacher layers."""
+    """A student: a named preset, optionally initialised from chosen teacher layers, or a
+    general student (``general-distill``'s model) to go on from."""
 
     preset: str = "tinybert-4"
     init_from_teacher: list[int] | None = None
+    init_from: str | None = None
+    """A general student's folder (or that stage's name): its encoder, with a new prediction
+    layer, instead of a new ``preset`` model; it must share the teacher's vocabulary."""
     vocab_from: str = "minilm"
     """Model folder whose tokenizer the student shares when training without a teacher."""
+
+    @model_validator(mode="after")
+    def _one_start(self) -> StudentConfig:
+        if self.init_from is not None and self.init_from_teacher:
+            raise ValueError("give init_from (a general student) or init_from_teacher (teacher "
+                             "layers), not both")
+        return self
 
 
 class FinetuneConfig(Strict):
@@ -298,6 +335,68 @@ class DistillConfig(Strict):
         return self
 
 
+class TextConfig(Strict):
+    """Unlabeled text: the shipped ``mono-en`` corpus or the user's text files (one text per
+    line). Each text is cut into pieces of at most ``max_length`` tokens ([CLS] and [SEP]
+    included)."""
+
+    corpus: Literal["mono-en"] | None = None
+    files: list[str] | None = None
+    max_length: int = Field(128, gt=2)
+    batch_size: int = Field(32, gt=0)
+    max_train_examples: int | None = Field(None, gt=0)
+    """Texts (lines) to train on, after the held-out ones; default: all."""
+    max_eval_examples: int = Field(500, gt=0)
+    """Texts held out (a seeded draw; no training text equals one) to measure on."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TextConfig:
+        if self.corpus is not None and self.files:
+            raise ValueError("give either 'corpus' or 'files', not both")
+        if self.files is not None and not self.files:
+            raise ValueError("'files' is empty: list at least one text file")
+        if self.corpus is None and not self.files:
+            self.corpus = "mono-en"
+        return self
+
+
+INTERMEDIATE_LOSSES = ("embedding", "hidden", "attention", "minilm", "minilmv2")
+
+
+class GeneralDistillConfig(Strict):
+    """TinyBERT's general distillation: a student learns a pretrained (not fine-tuned)
+    encoder's embeddings, hidden states and attention on unlabeled text."""
+
+    kind: Literal["general-distill"] = "general-distill"
+    name: str = "general"
+    teacher: str = "minilm"
+    """A pretrained encoder folder (default: all-MiniLM-L6-v2) or an earlier stage's name."""
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    data: TextConfig = Field(default_factory=TextConfig)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [Embedding(loss="embedding"), Hidden(loss="hidden"),
+                                 Attention(loss="attention")], min_length=1)
+    epochs: float = Field(1, gt=0)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4))
+    checkpoint_every: int | None = Field(200, gt=0)
+    """Also checkpoint every this many steps (an epoch over a large corpus is long)."""
+    seed: Seed = 42
+    precision: Precision = "auto"
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
+    resume_may_change: ClassVar[tuple[str, ...]] = ("epochs", "checkpoint_every")
+
+    @model_validator(mode="after")
+    def _intermediate_only(self) -> GeneralDistillConfig:
+        other = sorted({o.loss for o in self.objectives} - set(INTERMEDIATE_LOSSES))
+        if other:
+            raise ValueError(f"general distillation has no labels and no prediction layer: use "
+                             f"the {', '.join(INTERMEDIATE_LOSSES)} losses, not {other}")
+        if self.student.init_from is not None:
+            raise ValueError("general distillation builds its student from a preset: drop "
+                             "student.init_from")
+        return self
+
+
 class PruneConfig(Strict):
     """Prune a classifier's vocabulary to the tokens its training split uses (and every special
     token): the word-embedding rows of the other tokens are dropped."""
@@ -311,6 +410,76 @@ class PruneConfig(Strict):
     vocabulary; its dev and test texts are counted for tokens the pruned vocabulary lacks."""
     seed: Seed = 42
     """Seed of the ``max_*_examples`` subsets (distill's default, so the same rows)."""
+
+
+class MLMTextConfig(TextConfig):
+    """Unlabeled text of a masked language model: ``max_eval_examples`` texts are held out (a
+    seeded draw; no training text equals one) to measure its masked-token accuracy."""
+
+    max_eval_examples: int = Field(1000, gt=0)
+
+
+class TrainMLMConfig(Strict):
+    """Train a masked language model, the one TinyBERT's augmentation asks for candidate words:
+    an encoder with a masked-LM head, on unlabeled text, with BERT's masking (15% of the tokens,
+    of them 80% [MASK], 10% a random token, 10% unchanged)."""
+
+    kind: Literal["train-mlm"] = "train-mlm"
+    name: str = "mlm"
+    model: str = "minilm"
+    """An encoder folder (default: all-MiniLM-L6-v2, which has no masked-LM head: a new one is
+    made, its decoder tied to the word embeddings), a masked LM, or an earlier stage's name."""
+    data: MLMTextConfig = Field(default_factory=MLMTextConfig)
+    train_encoder: bool = False
+    """Train the encoder too; by default it is frozen and only the head trains (cheap on a
+    CPU)."""
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    epochs: float = Field(1, gt=0)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-3))
+    """AdamW; the default lr suits the head alone: with ``train_encoder`` use about 5e-5."""
+    seed: Seed = 42
+    precision: Precision = "auto"
+    """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
+    resume_may_change: ClassVar[tuple[str, ...]] = ("epochs",)
+
+
+class AugmentConfig(Strict):
+    """TinyBERT's data augmentation of a classification training split: ``copies`` variants of
+    every example, each word replaced with probability ``p_replace`` by one of ``candidates``
+    words (a masked LM's predictions for single-WordPiece words, GloVe neighbours for the
+    others); stopwords and non-alphabetic tokens stay."""
+
+    kind: Literal["augment"] = "augment"
+    name: str = "augmented"
+    mlm: str
+    """A masked language model folder (``train-mlm``'s model) or an earlier stage's name."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Its training split (``max_train_examples`` rows, drawn with ``seed``, as ``distill`` draws
+    them) is augmented; dev and test are copied unchanged. A masked word is predicted from at
+    most ``max_length`` tokens around it."""
+    copies: int = Field(20, ge=1)
+    """Variants drawn per example (N_a); duplicates of each other or of the original are
+    dropped."""
+    p_replace: float = Field(0.4, ge=0, le=1)
+    """Probability that a word with candidates is replaced in a variant (p_t)."""
+    candidates: int = Field(15, ge=1)
+    """Candidate words per word (K)."""
+    words_only: bool = True
+    """Candidates are alphabetic and not stopwords, like the words they replace; false: any
+    token (but ``##`` pieces and special tokens) or GloVe word, as TinyBERT's script."""
+    batch_size: int = Field(64, ge=1)
+    """Masked sentences per forward pass of the masked LM (in fp32 the output does not depend
+    on it)."""
+    chunk_size: int = Field(500, ge=1)
+    """Examples per chunk: finished chunks are kept, so --resume goes on after the last one."""
+    seed: Seed = 42
+    """Seed of the ``max_*_examples`` subsets (distill's default, so the same rows) and of the
+    replacements (example i's draws depend only on the seed and i)."""
+    precision: Precision = "fp32"
+    """The masked LM's encoder runs in this precision (its output layer in fp32). bf16 (or auto:
+    bf16 where the hardware has it) is faster, but its kernels round differently for batches of
+    different shapes, so a few candidates then depend on ``batch_size``; fp16 is GPU only."""
+    resume_may_change: ClassVar[tuple[str, ...]] = ("batch_size",)
 
 
 class EvaluateConfig(Strict):
@@ -615,7 +784,10 @@ class AnalyzeConfig(AlignerConfig):
 Stage = Annotated[
     FinetuneConfig
     | DistillConfig
+    | GeneralDistillConfig
     | PruneConfig
+    | TrainMLMConfig
+    | AugmentConfig
     | EvaluateConfig
     | Seq2SeqConfig
     | GenerateConfig

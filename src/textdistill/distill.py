@@ -26,7 +26,7 @@ from textdistill.models.classifier import (
     load_classifier,
     resolve_model_path,
 )
-from textdistill.models.common import save_pretrained_atomic
+from textdistill.models.common import check_same_vocabulary, save_pretrained_atomic
 from textdistill.objectives import ObjectiveModule, check_task
 from textdistill.paths import atomic_write_json
 from textdistill.precision import default_device, prefer_eager_attention, resolve_precision
@@ -111,8 +111,13 @@ def run_distill(cfg: DistillConfig, out_dir: str | Path, resume: bool = False) -
         reference = teacher
     else:
         reference, tokenizer = load_classifier(cfg.student.vocab_from, corpus.labels)
-    student = build_student(cfg.student.preset, reference, corpus.labels,
-                            cfg.student.init_from_teacher)
+    if cfg.student.init_from is not None:  # a general student: its encoder, a new head
+        student, own = load_classifier(cfg.student.init_from, corpus.labels)
+        check_same_vocabulary(own, tokenizer, f"the student in {cfg.student.init_from}",
+                              f"the teacher in {cfg.teacher or cfg.student.vocab_from}")
+    else:
+        student = build_student(cfg.student.preset, reference, corpus.labels,
+                                cfg.student.init_from_teacher)
     module = ObjectiveModule(ClassificationTask(), student, [p.objectives for p in cfg.phases],
                              teacher)
     train, dev = _datasets(cfg, corpus, tokenizer)

@@ -337,6 +337,47 @@ def attention_mse(
     return _masked_mean_square(s, t, pair, pair.sum() * h)
 
 
+def log_relation(a: Tensor, b: Tensor, heads: int, attention_mask: Tensor | None = None
+                 ) -> Tensor:
+    """log softmax(A_r B_r^T / sqrt(d_r)) of (B, L, W) states split into ``heads`` relation
+    heads of width d_r = W / heads: (B, heads, L, L), padded keys (``attention_mask`` == 0)
+    given probability 0."""
+    batch, length, width = a.shape
+    if width % heads:
+        raise UserError(f"{heads} relation heads do not divide the attention width {width}: "
+                        "choose relation_heads that divides both models' widths")
+    d = width // heads
+    a_r = a.float().view(batch, length, heads, d).transpose(1, 2)
+    b_r = b.float().view(batch, length, heads, d).transpose(1, 2)
+    scores = torch.matmul(a_r, b_r.transpose(-1, -2)) / math.sqrt(d)
+    if attention_mask is not None:
+        keys = attention_mask.to(torch.bool)[:, None, None, :]
+        scores = scores.masked_fill(~keys, torch.finfo(scores.dtype).min)
+    return F.log_softmax(scores, dim=-1)
+
+
+def relation_kl(log_teacher: Tensor, log_student: Tensor,
+                attention_mask: Tensor | None = None) -> Tensor:
+    """KL(teacher || student) of the (B, R, L, L) row distributions, averaged over the real
+    query rows and the R heads (padded keys carry probability 0 on both sides)."""
+    _check_same_shape(log_student, log_teacher, "relations",
+                      "use the same tokenizer and batch (and relation heads)")
+    log_t = log_teacher.detach()
+    terms = log_t.exp() * (log_t - log_student)
+    if attention_mask is None:
+        return terms.sum(-1).mean()
+    keep = attention_mask.to(torch.bool)
+    terms = terms.masked_fill(~keep[:, None, None, :], 0.0)
+    rows = terms.sum(-1).masked_fill(~keep[:, None, :], 0.0)  # (B, R, L)
+    return rows.sum() / (keep.sum() * rows.shape[1]).clamp(min=1)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(B, H, L, d) -> (B, L, H * d), the heads side by side as the projection gave them."""
+    b, h, length, d = x.shape
+    return x.transpose(1, 2).reshape(b, length, h * d)
+
+
 class Projection(nn.Module):
     """Learned linear maps from student width to teacher width (TinyBERT's W_h / W_e).
 
@@ -382,14 +423,16 @@ class Projection(nn.Module):
 class TaskOutputs:
     """What a task adapter gives the losses for one model on one batch."""
 
-    logits: Tensor
-    """(..., C): class logits, or token logits (B, T, V) for seq2seq."""
+    logits: Tensor | None
+    """(..., C): class logits, or token logits (B, T, V) for seq2seq (None: a bare encoder)."""
     mask: Tensor | None = None
     """(...): the rows of ``logits`` that count (the target-token mask); None: all."""
     hidden_states: tuple[Tensor, ...] | None = None
     """(B, L, D) per layer, the embedding output first."""
     attention_scores: list[Tensor] | None = None
     """(B, H, L, L) pre-softmax self-attention scores per layer."""
+    attention_qkv: list[tuple[Tensor, Tensor, Tensor]] | None = None
+    """(Q, K, V) of each self-attention layer, each (B, H, L, d_head)."""
     attention_mask: Tensor | None = None
     """(B, L): the real (non-padding) positions of ``hidden_states`` and the scores."""
     top_indices: Tensor | None = None
@@ -474,6 +517,46 @@ def _attention_term(spec, s: TaskOutputs, t: TaskOutputs, labels, match: LayerMa
     )
 
 
+def _build_last_layer(spec, student: ModelShape, teacher: ModelShape) -> LayerMatch:
+    """MiniLM's pair: the student's last layer and ``teacher_layer`` (default: the last)."""
+    layer = spec.teacher_layer or teacher.layers
+    if layer > teacher.layers:
+        raise UserError(f"teacher_layer {layer} is beyond the teacher's {teacher.layers} layers")
+    if spec.loss == "minilm" and student.heads != teacher.heads:
+        raise UserError(f"the minilm loss compares heads one to one, but the student has "
+                        f"{student.heads} heads and the teacher {teacher.heads}: use minilmv2 "
+                        "(relation heads) instead")
+    if spec.loss == "minilmv2" and (student.hidden % spec.relation_heads
+                                    or teacher.hidden % spec.relation_heads):
+        common = [r for r in range(1, min(student.hidden, teacher.hidden) + 1)
+                  if student.hidden % r == 0 and teacher.hidden % r == 0]
+        raise UserError(f"relation_heads {spec.relation_heads} must divide both attention widths "
+                        f"(student {student.hidden}, teacher {teacher.hidden}): use one of "
+                        f"{', '.join(map(str, common))}")
+    return LayerMatch([layer], [1.0])
+
+
+def _minilm_term(spec, s: TaskOutputs, t: TaskOutputs, labels, match: LayerMatch) -> Tensor:
+    (sq, sk, sv), (tq, tk, tv) = s.attention_qkv[-1], t.attention_qkv[match.mapping[0] - 1]
+    heads, mask = sq.shape[1], s.attention_mask
+    pairs = [((sq, sk), (tq, tk)), ((sv, sv), (tv, tv))]  # attention, value relation
+    return sum(relation_kl(log_relation(*map(merge_heads, tp), heads, mask),
+                           log_relation(*map(merge_heads, sp), heads, mask), mask)
+               for sp, tp in pairs)
+
+
+def _minilmv2_term(spec, s: TaskOutputs, t: TaskOutputs, labels, match: LayerMatch) -> Tensor:
+    index = {"query": 0, "key": 1, "value": 2}
+    student, teacher = s.attention_qkv[-1], t.attention_qkv[match.mapping[0] - 1]
+    mask, heads = s.attention_mask, spec.relation_heads
+    total = _empty_zero(student[0])
+    for name in spec.relations:
+        xs, xt = merge_heads(student[index[name]]), merge_heads(teacher[index[name]])
+        total = total + relation_kl(log_relation(xt, xt, heads, mask),
+                                    log_relation(xs, xs, heads, mask), mask)
+    return total
+
+
 @dataclass(frozen=True)
 class LossTerm:
     """A registered loss: ``compute(spec, student, teacher, labels, match)``, the
@@ -507,5 +590,8 @@ REGISTRY: dict[str, LossTerm] = {
     "attention": LossTerm(_attention_term, frozenset({"attention_scores"}),
                           build=_build_attention),
     "length": LossTerm(_length_term, frozenset({"length_logits"})),
+    "minilm": LossTerm(_minilm_term, frozenset({"attention_qkv"}), build=_build_last_layer),
+    "minilmv2": LossTerm(_minilmv2_term, frozenset({"attention_qkv"}),
+                         build=_build_last_layer),
 }
 """Every loss by name (the names of ``config.LOSS_SPECS``)."""

@@ -48,6 +48,19 @@ def show_pruned(result: dict, out: Path) -> None:
                   f"{lacking}")
 
 
+def show_augmented(result: dict, out: Path) -> None:
+    """Where the augmented data is, its counts, and the data settings that train on it."""
+    labels = ", ".join(result["labels"])
+    test = f" data.test={out / 'test.jsonl'}" if "test_rows" in result else ""
+    pair = " data.columns.text_pair=text_pair" if result.get("text_pair") else ""
+    console.print(f"wrote {out / 'augmented.jsonl'}: {result['examples']:,} examples -> "
+                  f"{result['rows']:,} rows ({result['duplicates_removed']:,} duplicate variants "
+                  f"dropped; words replaced: {result['replaced_mlm']:,} by the masked LM, "
+                  f"{result['replaced_glove']:,} by GloVe) in {result['seconds']} s; train on it "
+                  f"with data.train={out / 'augmented.jsonl'} data.dev={out / 'dev.jsonl'}{test} "
+                  f"'data.labels=[{labels}]'{pair}", markup=False)
+
+
 def show_evaluation(table: dict, out: Path) -> None:
     from textdistill.evaluate import format_table
 
@@ -102,11 +115,26 @@ STAGES: dict[str, StageKind] = {
                           "the teacher.", {"model": "model"}),
     "distill": StageKind(_lazy("textdistill.distill", "run_distill"), show_trained,
                          "Train a classifier student from a teacher (or on labels alone).",
-                         {"teacher": "model", "student.vocab_from": "model"}),
+                         {"teacher": "model", "student.vocab_from": "model",
+                          "student.init_from": "model", "data.train": "augmented.jsonl",
+                          "data.dev": "dev.jsonl", "data.test": "test.jsonl"}),
+    "general-distill": StageKind(_lazy("textdistill.general_distill", "run_general_distill"),
+                                 show_trained,
+                                 "General distillation (TinyBERT): a student encoder learns a "
+                                 "pretrained encoder's embeddings, hidden states and attention on "
+                                 "unlabeled text (default: mono-en).", {"teacher": "model"}),
     "prune": StageKind(_lazy("textdistill.models.prune", "run_prune"), show_pruned,
                        "Prune a classifier's vocabulary to the tokens of its training data "
                        "(and every special token): a smaller embedding matrix.",
                        {"model": "model"}),
+    "train-mlm": StageKind(_lazy("textdistill.models.mlm", "run_train_mlm"), show_trained,
+                           "Train a masked language model for augment: a masked-LM head (new "
+                           "on all-MiniLM-L6-v2) on unlabeled text (default: mono-en), the "
+                           "encoder frozen unless train_encoder.", {"model": "model"}),
+    "augment": StageKind(_lazy("textdistill.augment", "run_augment"), show_augmented,
+                         "TinyBERT's data augmentation of a training split: variants with "
+                         "words replaced by a masked LM's or GloVe's candidates (resumable).",
+                         {"mlm": "model"}),
     "evaluate": StageKind(_lazy("textdistill.evaluate", "run_evaluate"), show_evaluation,
                           "Accuracy, macro-F1, MCC, size, latency and throughput of classifiers; "
                           "the first model is the reference.", {"models": "model"}),

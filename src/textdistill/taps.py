@@ -1,8 +1,10 @@
-"""Read pre-softmax attention scores from unmodified Hugging Face encoders with forward hooks.
+"""Read pre-softmax attention scores (and the queries, keys and values behind them) from
+unmodified Hugging Face encoders with forward hooks.
 
-The hooks capture the outputs of each self-attention layer's query and key projections, so
-they work with every attention implementation (eager, sdpa, flash), including those that
-return no attention weights. Scores are rebuilt as Q K^T / sqrt(d_head) without the mask.
+The hooks capture the outputs of each self-attention layer's query, key and value
+projections, so they work with every attention implementation (eager, sdpa, flash),
+including those that return no attention weights. Scores are rebuilt as Q K^T / sqrt(d_head)
+without the mask.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from torch.utils.hooks import RemovableHandle
 
 from textdistill.errors import UserError
 
-# (query, key) child-module names, in lookup order: BERT-like, BART/OPT-like, DistilBERT.
-QK_NAMES: tuple[tuple[str, str], ...] = (("query", "key"), ("q_proj", "k_proj"), ("q_lin", "k_lin"))
+# (query, key, value) child-module names, in lookup order: BERT-like, BART/OPT-like, DistilBERT.
+QKV_NAMES: tuple[tuple[str, str, str], ...] = (
+    ("query", "key", "value"), ("q_proj", "k_proj", "v_proj"), ("q_lin", "k_lin", "v_lin"))
 # Module-name fragments of cross-attention blocks, which are not tapped.
 _CROSS_HINTS = ("crossattention", "cross_attn", "encoder_attn")
 # Config fields that mean positions are mixed into Q/K after the projection (rotary).
@@ -34,16 +37,16 @@ def hidden_states(outputs: Any) -> tuple[Tensor, ...]:
     return tuple(states)
 
 
-def _find_qk(model: nn.Module) -> list[tuple[str, nn.Linear, nn.Linear]]:
-    found: list[tuple[str, nn.Linear, nn.Linear]] = []
+def _find_qkv(model: nn.Module) -> list[tuple[str, nn.Linear, nn.Linear, nn.Linear]]:
+    found: list[tuple[str, nn.Linear, nn.Linear, nn.Linear]] = []
     for name, module in model.named_modules():
         if any(hint in name.lower() for hint in _CROSS_HINTS):
             continue
         children = module._modules
-        for q_name, k_name in QK_NAMES:
-            q, k = children.get(q_name), children.get(k_name)
-            if isinstance(q, nn.Linear) and isinstance(k, nn.Linear):
-                found.append((name, q, k))
+        for names in QKV_NAMES:
+            q, k, v = (children.get(n) for n in names)
+            if all(isinstance(m, nn.Linear) for m in (q, k, v)):
+                found.append((name, q, k, v))
                 break
     return found
 
@@ -57,7 +60,8 @@ def _is_rotary(config: Any) -> bool:
 
 
 class AttentionTap:
-    """Capture every self-attention layer's pre-softmax scores during a forward pass.
+    """Capture every self-attention layer's pre-softmax scores (:meth:`scores`) and its
+    queries, keys and values (:meth:`qkv`) during a forward pass.
 
     Usage::
 
@@ -85,12 +89,12 @@ class AttentionTap:
                 "projections, so its attention scores cannot be tapped; disable attention "
                 "distillation for this model"
             )
-        found = _find_qk(model)
+        found = _find_qkv(model)
         if not found:
-            expected = ", ".join(f"{q}/{k}" for q, k in QK_NAMES)
+            expected = ", ".join("/".join(names) for names in QKV_NAMES)
             raise UserError(
-                f"no self-attention query/key Linear modules found in {cls} (expected child "
-                f"modules named {expected}); disable attention distillation for this model"
+                f"no self-attention query/key/value Linear modules found in {cls} (expected "
+                f"child modules named {expected}); disable attention distillation for this model"
             )
         num_heads = getattr(config, "num_attention_heads", None)
         if not isinstance(num_heads, int) or num_heads < 1:
@@ -116,21 +120,21 @@ class AttentionTap:
         depth = getattr(config, "num_hidden_layers", None)
         shared = isinstance(depth, int) and depth > len(found) and depth % len(found) == 0
         self.num_layers: int = depth if shared else len(found)
-        self.module_names: list[str] = [name for name, _, _ in found]
+        self.module_names: list[str] = [name for name, *_ in found]
         self._pending: list[dict[str, Tensor]] = [{} for _ in found]
-        self._pairs: list[tuple[Tensor, Tensor]] = []
+        self._triples: list[tuple[Tensor, Tensor, Tensor]] = []
         self._handles: list[RemovableHandle] = []
-        for idx, (_, q, k) in enumerate(found):
-            self._handles.append(q.register_forward_hook(self._hook(idx, "q")))
-            self._handles.append(k.register_forward_hook(self._hook(idx, "k")))
+        for idx, (_, *projections) in enumerate(found):
+            for kind, module in zip("qkv", projections, strict=True):
+                self._handles.append(module.register_forward_hook(self._hook(idx, kind)))
         self._handles.append(model.register_forward_pre_hook(self._on_model_forward))
 
     def _hook(self, idx: int, kind: str):
         def hook(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
             slot = self._pending[idx]
             slot[kind] = output
-            if "q" in slot and "k" in slot:
-                self._pairs.append((slot.pop("q"), slot.pop("k")))
+            if len(slot) == 3:
+                self._triples.append((slot.pop("q"), slot.pop("k"), slot.pop("v")))
 
         return hook
 
@@ -139,7 +143,7 @@ class AttentionTap:
 
     def clear(self) -> None:
         """Drop captured tensors (and the graphs they hold)."""
-        self._pairs.clear()
+        self._triples.clear()
         for slot in self._pending:
             slot.clear()
 
@@ -165,22 +169,30 @@ class AttentionTap:
         b, length, width = x.shape
         return x.view(b, length, width // self.head_dim, self.head_dim).transpose(1, 2)
 
-    def scores(self) -> list[Tensor]:
-        """Pre-softmax scores Q K^T / sqrt(d_head), (B, H, L, L) per layer, mask not added."""
-        out: list[Tensor] = []
-        for q_raw, k_raw in self._pairs:
-            q, k = self._split(q_raw, "query"), self._split(k_raw, "key")
+    def qkv(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """(Q, K, V) per layer, each (B, H, L, d_head); key and value heads shared by several
+        query heads (grouped-query attention) are repeated to one per query head."""
+        out = []
+        for q_raw, k_raw, v_raw in self._triples:
+            q = self._split(q_raw, "query")
             if q.shape[1] != self.num_heads:
                 raise UserError(
                     f"{self.model_class} query has {q.shape[1]} heads but config says "
                     f"{self.num_heads}; this model is not supported by taps"
                 )
-            if k.shape[1] != q.shape[1]:  # grouped-query attention: share key heads
+            k, v = self._split(k_raw, "key"), self._split(v_raw, "value")
+            if k.shape[1] != q.shape[1]:  # grouped-query attention: share key/value heads
                 if q.shape[1] % k.shape[1]:
                     raise UserError(
                         f"{self.model_class} has {q.shape[1]} query heads and {k.shape[1]} key "
                         "heads; this model is not supported by taps"
                     )
                 k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-            out.append(torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim))
+                v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+            out.append((q, k, v))
         return out
+
+    def scores(self) -> list[Tensor]:
+        """Pre-softmax scores Q K^T / sqrt(d_head), (B, H, L, L) per layer, mask not added."""
+        return [torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+                for q, k, _ in self.qkv()]

@@ -140,6 +140,7 @@ class Trainer:
         log_every: int = 10,
         run_config: dict | None = None,
         precision: str = "fp32",
+        checkpoint_every: int | None = None,
     ):
         # cpu=True without CUDA: several launched processes then form one gloo group
         self.accelerator = Accelerator(
@@ -159,6 +160,8 @@ class Trainer:
         self.run_config = run_config
         self.precision = precision
         """Resolved precision of forward passes (``precision.resolve_precision``)."""
+        self.checkpoint_every = checkpoint_every
+        """Checkpoint every this many steps too, not only after each epoch."""
         self._scaler = (torch.amp.GradScaler(self.accelerator.device.type)
                         if precision == "fp16" else None)
         self._best_changed = False
@@ -428,6 +431,8 @@ class Trainer:
                         )
                     if done >= total:
                         break
+                    if self.checkpoint_every and state.global_step % self.checkpoint_every == 0:
+                        self._save_checkpoint(state, optimizer, scheduler)
                 self._evaluate(state, phase)
                 state.epoch += 1
                 state.step_in_epoch = 0

@@ -196,6 +196,37 @@ class TokenizedDataset(BatchedDataset):
         return batch
 
 
+class TextPieces(BatchedDataset):
+    """Unlabeled texts cut into pieces of at most ``max_length`` tokens, each wrapped in the
+    tokenizer's special tokens ([CLS] ... [SEP]), tokenized once up front."""
+
+    def __init__(self, texts: Sequence[str], tokenizer, max_length: int):
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        if cls is None or sep is None:
+            raise UserError(f"the tokenizer ({type(tokenizer).__name__}) has no [CLS] or [SEP] "
+                            "token to wrap text pieces in: use a BERT-like encoder")
+        body = max_length - 2
+        rows = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+        self.input_ids: list[list[int]] = [
+            [cls, *row[i:i + body], sep] for row in rows for i in range(0, len(row), body)]
+        if not self.input_ids:
+            raise UserError("there is no text to train on: the files are empty or blank")
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> list[int]:
+        return self.input_ids[i]
+
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+    def collate(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        ids, mask = pad(rows, self.pad_id)
+        return {"input_ids": ids, "attention_mask": mask}
+
+
 class ParallelDataset(BatchedDataset):
     """Tokenized (source, target) pairs, batched by tokens (the longer side counts)."""
 

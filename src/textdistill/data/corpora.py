@@ -22,7 +22,7 @@ from typing import Any
 
 from sklearn.model_selection import train_test_split
 
-from textdistill.config import Columns, DataConfig
+from textdistill.config import Columns, DataConfig, TextConfig
 from textdistill.data.readers import guess_format, read_table, read_text, table_format
 from textdistill.errors import UserError
 from textdistill.paths import DATA_ENV, data_dir
@@ -331,6 +331,27 @@ def iter_mono(limit: int | None = None) -> Iterator[str]:
                 return
             if line.strip():
                 yield line.rstrip("\n")
+
+
+def split_heldout(data: TextConfig, seed: int) -> tuple[list[str], list[str]]:
+    """(training texts, held-out texts): ``max_eval_examples`` texts drawn with ``seed`` are held
+    out, and no training text equals one of them; the first ``max_train_examples`` of the rest
+    train."""
+    texts = list(iter_mono() if data.corpus == "mono-en" else read_text(data.files or []))
+    where = "mono-en" if data.corpus == "mono-en" else ", ".join(data.files or [])
+    if not texts:
+        raise UserError(f"{where} has no text: expected one text per line")
+    if len(texts) <= data.max_eval_examples:
+        raise UserError(f"{where} has {len(texts):,} lines of text, not more than the "
+                        f"{data.max_eval_examples:,} to hold out: lower data.max_eval_examples "
+                        "or give more text")
+    chosen = sorted(random.Random(seed).sample(range(len(texts)), data.max_eval_examples))
+    heldout = [texts[i] for i in chosen]
+    held = set(heldout)
+    train = [t for t in texts if t not in held]
+    if not train:
+        raise UserError(f"every line of {where} equals a held-out line: give more text")
+    return train[:data.max_train_examples], heldout
 
 
 # -- data inspect ----------------------------------------------------------------------------

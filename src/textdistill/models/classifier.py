@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+)
 
 from textdistill.errors import UserError
 from textdistill.models.common import check_model_folder, check_vocabulary, copy_teacher_layers
@@ -74,19 +80,24 @@ def load_classifier(name: str, labels: list[str]) -> tuple[torch.nn.Module, obje
                 "use a model trained on this corpus or a base encoder"
             )
     id2label = dict(enumerate(labels))
+    return _load(path, "a classifier", AutoModelForSequenceClassification,
+                 num_labels=len(labels), id2label=id2label,
+                 label2id={v: k for k, v in id2label.items()})
+
+
+def load_encoder(name: str) -> tuple[torch.nn.Module, object]:
+    """Load the bare encoder of a local model folder (``minilm`` or a path; a classifier's
+    head is left out) and its tokenizer."""
+    return _load(resolve_model_path(name), "an encoder", AutoModel)
+
+
+def _load(path: Path, what: str, auto_class, **kwargs) -> tuple[torch.nn.Module, object]:
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
-            attn_implementation="sdpa",
-            use_safetensors=True,
-            local_files_only=True,
-        )
+        model = auto_class.from_pretrained(path, attn_implementation="sdpa", use_safetensors=True,
+                                           local_files_only=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:  # a broken or foreign folder
-        raise UserError(f"cannot load a classifier from {path}: "
+        raise UserError(f"cannot load {what} from {path}: "
                         f"{' '.join(str(exc).split())[:300]}") from None
     check_vocabulary(path, tokenizer, model.get_input_embeddings().num_embeddings)
     return model, tokenizer
@@ -95,10 +106,11 @@ def load_classifier(name: str, labels: list[str]) -> tuple[torch.nn.Module, obje
 def build_student(
     preset: str,
     teacher: torch.nn.Module,
-    labels: list[str],
+    labels: list[str] | None,
     init_from_teacher: list[int] | None = None,
 ) -> torch.nn.Module:
-    """A BERT student of a named shape that shares the teacher's vocabulary.
+    """A BERT student of a named shape that shares the teacher's vocabulary: a classifier for
+    ``labels``, or without them a bare encoder (``BertModel``, general distillation's student).
 
     With ``init_from_teacher`` (teacher layer numbers, 1-based, one per student layer) the
     embeddings, those encoder layers and the pooler are copied from the teacher; this needs the
@@ -108,7 +120,7 @@ def build_student(
         raise UserError(f"unknown student preset '{preset}'; known presets: {', '.join(PRESETS)}")
     shape = PRESETS[preset]
     tcfg = teacher.config
-    id2label = dict(enumerate(labels))
+    id2label = dict(enumerate(labels or []))
     config = BertConfig(
         vocab_size=tcfg.vocab_size,
         hidden_size=shape.hidden,
@@ -118,15 +130,15 @@ def build_student(
         max_position_embeddings=tcfg.max_position_embeddings,
         type_vocab_size=getattr(tcfg, "type_vocab_size", 2),
         pad_token_id=tcfg.pad_token_id,
-        num_labels=len(labels),
-        id2label=id2label,
-        label2id={v: k for k, v in id2label.items()},
-        architectures=["BertForSequenceClassification"],
+        **({"num_labels": len(labels), "id2label": id2label,
+            "label2id": {v: k for k, v in id2label.items()}} if labels else {}),
+        architectures=["BertForSequenceClassification" if labels else "BertModel"],
     )
-    student = transformers.BertForSequenceClassification(config)
+    student = (transformers.BertForSequenceClassification(config) if labels
+               else transformers.BertModel(config))
     if init_from_teacher:
         copy_teacher_layers(
-            student.bert, teacher.base_model,
+            student.base_model, teacher.base_model,
             stacks={"init_from_teacher": ("encoder.layer", init_from_teacher)},
             shared=("embeddings", "pooler"),
             widths=("hidden_size", "intermediate_size", "num_attention_heads"),

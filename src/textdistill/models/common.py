@@ -74,6 +74,16 @@ def check_vocabulary(path: Path, tokenizer, embeddings: int) -> None:
                         "own tokenizer into the folder")
 
 
+def check_same_vocabulary(tokenizer, other, name: str, other_name: str) -> None:
+    """Two models that share token ids must have the same vocabulary (token -> id)."""
+    mine, theirs = tokenizer.get_vocab(), other.get_vocab()
+    if mine != theirs:
+        differ = sum(1 for token, i in mine.items() if theirs.get(token) != i)
+        raise UserError(f"{name} and {other_name} have different vocabularies ({len(mine):,} and "
+                        f"{len(theirs):,} tokens, {differ:,} of them differ): general-distill "
+                        "the student from this teacher (or one with its tokenizer)")
+
+
 def save_pretrained_atomic(model, tokenizer, out_dir: str | Path,
                            extra: Mapping[str, dict] | None = None) -> Path:
     """Write a model folder (safetensors), its tokenizer and ``extra`` JSON files

@@ -1,0 +1,82 @@
+"""Masked-LM candidates of TinyBERT's augmentation: the naive loop against the batched path.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_augment.py [--sentences 50]
+        [--mlm FOLDER] [--candidates 15] [--batch-size 64] [--precision fp32 auto]
+
+On the first N rotten-tomatoes training snippets, every word that gets masked-LM candidates
+(alphabetic, not a stopword, one WordPiece) is masked in a copy of its sentence; both paths
+compute the K candidates of every copy with the same model: ``mlm_candidates_naive`` (one
+forward pass per word, logits at every position, as TinyBERT's script) and ``mlm_candidates``
+(``batch_size`` copies of one length per pass, the output layer at the masked positions only).
+The candidates must be equal. Prints both times, words per second and the ratio, per precision
+(``auto``: bf16 where the CPU has it). The model is ``--mlm`` or all-MiniLM-L6-v2 with a new
+head (the time does not depend on the head's weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from textdistill.augment import (
+    MLM,
+    CandidateVocabulary,
+    WordSplitter,
+    masked_copy,
+    mlm_candidates,
+    mlm_candidates_naive,
+)
+from textdistill.config import DataConfig
+from textdistill.data.corpora import load_classification
+from textdistill.models.mlm import load_mlm
+from textdistill.precision import resolve_precision
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sentences", type=int, default=50)
+    parser.add_argument("--mlm", default="minilm")
+    parser.add_argument("--candidates", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "auto"])
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model, tokenizer, _ = load_mlm(args.mlm)
+    model.eval()
+    train = load_classification(DataConfig(corpus="rotten-tomatoes")).split("train")
+    texts = [e.text for e in train[:args.sentences]]
+    split = WordSplitter(tokenizer)
+    copies = []
+    for text in texts:
+        words = split(text)
+        copies += [masked_copy(words, j, tokenizer, args.max_length)
+                   for j, w in enumerate(words) if w.source == MLM]
+    vocab = CandidateVocabulary(tokenizer, model.config.vocab_size)
+    tokens = sum(len(c.ids) for c in copies)
+    print(f"{len(texts)} sentences, {len(copies)} masked words ({tokens / len(copies):.1f} "
+          f"tokens per masked copy), K = {args.candidates}, batch size {args.batch_size}; "
+          f"{torch.get_num_threads()} torch thread(s), {platform.processor() or 'cpu'}")
+    for name in args.precision:
+        precision = resolve_precision(name)
+        mlm_candidates_naive(model, vocab, copies[:2], args.candidates, precision)  # warm up
+        mlm_candidates(model, vocab, copies[:2], args.candidates, 2, precision)
+        start = time.perf_counter()
+        naive = mlm_candidates_naive(model, vocab, copies, args.candidates, precision)
+        naive_s = time.perf_counter() - start
+        start = time.perf_counter()
+        batched = mlm_candidates(model, vocab, copies, args.candidates, args.batch_size,
+                                 precision)
+        batched_s = time.perf_counter() - start
+        same = "equal" if batched == naive else "DIFFERENT"
+        print(f"{precision}: naive {naive_s:.2f} s ({len(copies) / naive_s:.1f} words/s), "
+              f"batched {batched_s:.2f} s ({len(copies) / batched_s:.1f} words/s): "
+              f"{naive_s / batched_s:.1f}x faster; candidates {same}")
+
+
+if __name__ == "__main__":
+    main()
