@@ -3,6 +3,8 @@ a real run on mono-en, kill-and-resume, and task distillation starting from its 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import LABELS, MICRO, distill_config, phases, run_cli
@@ -154,3 +156,41 @@ def test_a_general_student_of_another_vocabulary_is_refused(tmp_path, teacher):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "different vocabularies (64 and 30,522 tokens" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_full_tinybert_recipe_runs_end_to_end_at_toy_scale(tmp_path, data_root):
+    from conftest import ROOT
+
+    from textdistill.config import Recipe
+    from textdistill.recipe import run_recipe
+
+    recipe = load_config(Recipe, ROOT / "recipes" / "tinybert-full.yaml")
+    stages = {s.name: s for s in recipe.stages}
+    for name in ("teacher", "student", "pruned", "evaluate", "augmented"):
+        stages[name].data.max_length = 32
+    for name in ("teacher", "augmented"):
+        stages[name].data.max_train_examples = 24
+    for name in ("teacher", "student", "augmented", "evaluate"):
+        stages[name].data.max_eval_examples = 16
+    stages["teacher"].epochs = 1
+    stages["general"].student.preset = "tiny-2"
+    stages["general"].data = stages["general"].data.model_copy(update={
+        "max_train_examples": 16, "max_eval_examples": 4, "max_length": 32})
+    stages["mlm"].data = stages["mlm"].data.model_copy(update={
+        "max_train_examples": 16, "max_eval_examples": 4, "max_length": 32})
+    stages["augmented"].copies = 2
+    for phase in stages["student"].phases:
+        phase.epochs = 1
+    metrics = run_recipe(recipe, tmp_path)
+
+    assert metrics["general"]["train_texts"] == 16
+    rows = [json.loads(line) for line in
+            (tmp_path / "augmented" / "augmented.jsonl").read_text().splitlines()]
+    assert sorted({r["origin"] for r in rows}) == list(range(24))  # every example, + variants
+    assert metrics["student"]["train_rows"] == len(rows)
+    # the student started from the general student: its config is general's (tiny-2)
+    config = json.loads((tmp_path / "student" / "model" / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["hidden_size"]) == (2, 192)
+    assert metrics["pruned"]["kept_tokens"] < metrics["pruned"]["vocab_before"]
+    assert set(metrics["evaluate"]["models"]) == {"teacher", "student", "pruned"}
