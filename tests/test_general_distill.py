@@ -194,3 +194,41 @@ def test_the_full_tinybert_recipe_runs_end_to_end_at_toy_scale(tmp_path, data_ro
     assert (config["num_hidden_layers"], config["hidden_size"]) == (2, 192)
     assert metrics["pruned"]["kept_tokens"] < metrics["pruned"]["vocab_before"]
     assert set(metrics["evaluate"]["models"]) == {"teacher", "student", "pruned"}
+
+
+def test_the_ablation_recipe_switches_one_thing_per_row_and_shares_the_rest():
+    from conftest import ROOT
+
+    from textdistill.config import Recipe, config_hash
+
+    ablations = load_config(Recipe, ROOT / "recipes" / "tinybert-ablations.yaml")
+    full = load_config(Recipe, ROOT / "recipes" / "tinybert-full.yaml")
+    digests = {s.name: config_hash(s) for s in full.stages}
+    stages = {s.name: s for s in ablations.stages}
+    shared = [n for n, s in stages.items() if digests.get(n) == config_hash(s)]
+    assert shared == ["teacher", "general", "mlm", "augmented", "student"]
+
+    base = stages["student"].model_dump()
+
+    def changed(name: str) -> dict:
+        row = stages[name].model_dump()
+        return {k: row[k] for k in row if k != "name" and row[k] != base[k]}
+
+    def losses(name: str, phase: int = 0) -> list[str]:
+        return [o.loss for o in stages[name].phases[phase].objectives]
+
+    assert changed("student-seed2") == {"seed": 2}
+    assert set(changed("no-gd")) == {"student"} and stages["no-gd"].student.init_from is None
+    assert set(changed("no-da")) == {"data"} and stages["no-da"].data.corpus == "rotten-tomatoes"
+    assert stages["no-td"].teacher is None and losses("no-td") == ["hard"]
+    assert {n: losses(n) for n in ("no-embd", "no-trm", "no-attn", "no-hidn")} == {
+        "no-embd": ["hidden", "attention"], "no-trm": ["embedding"],
+        "no-attn": ["embedding", "hidden"], "no-hidn": ["embedding", "attention"]}
+    assert losses("no-pred") == losses("student") and losses("no-pred", 1) == ["hard"]
+    for name, strategy in (("map-top", "top"), ("map-bottom", "bottom")):
+        assert set(changed(name)) == {"phases"}
+        maps = [o.layer_map.strategy for o in stages[name].phases[0].objectives[1:]]
+        assert maps == [strategy, strategy]
+    tables = {n: s.models for n, s in stages.items() if s.kind == "evaluate"}
+    assert tables["table-procedure"][1:] == ["student", "student-seed2", "student-seed3",
+                                             "no-gd", "no-td", "no-da"]
