@@ -229,6 +229,21 @@ def test_the_ablation_recipe_switches_one_thing_per_row_and_shares_the_rest():
         assert set(changed(name)) == {"phases"}
         maps = [o.layer_map.strategy for o in stages[name].phases[0].objectives[1:]]
         assert maps == [strategy, strategy]
+    assert [o.loss for o in stages["general-minilm"].objectives] == ["minilm"]
+    assert [o.loss for o in stages["general-minilmv2"].objectives] == ["minilmv2"]
+    assert changed("student-minilmv2") == {"student": {**base["student"],
+                                                      "init_from": "general-minilmv2"}}
     tables = {n: s.models for n, s in stages.items() if s.kind == "evaluate"}
     assert tables["table-procedure"][1:] == ["student", "student-seed2", "student-seed3",
                                              "no-gd", "no-td", "no-da"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["{loss: minilm}", "{loss: minilmv2, relation_heads: 6}"])
+def test_general_distillation_by_minilm_objectives(tmp_path, data_root, objective):
+    cfg = load_config(GeneralDistillConfig, None, [*GD, "data.max_train_examples=8",
+                                                   f"objectives=[{objective}]"])
+    metrics = run_general_distill(cfg, tmp_path)
+    name = cfg.objectives[0].loss
+    assert set(metrics["heldout"]) == {"loss", name} and metrics["heldout"][name] > 0
+    assert BertModel.from_pretrained(tmp_path / "model").config.hidden_size == 192
