@@ -151,3 +151,21 @@ def test_train_resume_and_generate_a_nat_student(tmp_path, masking):
         run_train(validate(Seq2SeqConfig, {
             "teacher": str(out / "model"), "objectives": [{"loss": "kd"}],
             "data": settings["data"], "epochs": 1}), tmp_path / "at")
+
+
+def test_the_translation_table_shows_autoregressive_and_nat_models_side_by_side():
+    from rich.console import Console
+
+    from textdistill.evaluate import format_table
+
+    table = {"pair": "en-de", "split": "test", "models": {
+        "cmlm": {"params": 7588393, "bleu_t1": 4.17, "bleu_t10": 4.92},
+        "teacher": {"params": 13107200, "bleu_b1": 12.84, "bleu_b5": 13.87}}}
+    console = Console(width=200, record=True)
+    console.print(format_table(table))
+    lines = console.export_text().splitlines()
+    header = next(line for line in lines if "model" in line).split()
+    assert [h for h in header if h not in "┃│"] == ["model", "params", "bleu_t1", "bleu_t10",
+                                                    "bleu_b1", "bleu_b5"]
+    cmlm = next(line for line in lines if "cmlm" in line).split()
+    assert [c for c in cmlm if c not in "│┃"] == ["cmlm", "7,588,393", "4.17", "4.92", "–", "–"]

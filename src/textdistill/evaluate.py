@@ -115,13 +115,14 @@ def format_table(table: dict) -> Table:
     """The teacher-vs-students table for the terminal (classification or translation)."""
     if "pair" in table:
         out = Table(title=f"{table['pair']} {table['split']}")
-        keys = list(next(iter(table["models"].values())))
+        # every model's columns (autoregressive: per beam; non-autoregressive: per iteration)
+        keys = list(dict.fromkeys(k for r in table["models"].values() for k in r))
         out.add_column("model")
         for key in keys:
             out.add_column(key, justify="right")
         for name, r in table["models"].items():
-            out.add_row(name, *[f"{r[k]:,}" if isinstance(r[k], int) else f"{r[k]:.2f}"
-                                for k in keys])
+            out.add_row(name, *["–" if k not in r else f"{r[k]:,}" if isinstance(r[k], int)
+                                else f"{r[k]:.2f}" for k in keys])
         return out
     out = Table(title=f"{table['corpus']} {table['split']}")
     cols = [("accuracy", "acc", ".4f"), ("macro_f1", "macro-F1", ".4f"), ("mcc", "MCC", ".4f"),
