@@ -35,7 +35,7 @@ def main() -> None:
     from textdistill.data.parallel import load_l10n_pairs
     from textdistill.metrics import corpus_bleu_chrf
     from textdistill.models.seq2seq import load_seq2seq
-    from textdistill.precision import autocast, resolve_precision
+    from textdistill.precision import for_inference, resolve_precision
     from textdistill.seq2seq.generate import generate_batch
 
     torch.set_num_threads(args.threads)
@@ -48,24 +48,25 @@ def main() -> None:
                                                       length_beam=3, max_length=128))
                  for t in (1, 4, 10)]
     models = {path: load_seq2seq(path) for path in {args.at, args.nat}}
+    for model, _ in models.values():
+        for_inference(model, precision)
     rows = []
     for name, path, decode in settings:
         model, tok = models[path]
         ids = tok(sources, truncation=True, max_length=128)["input_ids"]
-        with autocast(precision):
-            generate_batch(model, tok, ids[:4], decode)  # warm-up
-            latency = []
-            for one in ids:
-                start = time.perf_counter()
-                generate_batch(model, tok, [one], decode)
-                latency.append(time.perf_counter() - start)
-            hyps = [""] * len(ids)
+        generate_batch(model, tok, ids[:4], decode)  # warm-up
+        latency = []
+        for one in ids:
             start = time.perf_counter()
-            for batch in length_batches([len(x) for x in ids], batch_size=64, longest_first=True):
-                for i, h in zip(batch, generate_batch(model, tok, [ids[i] for i in batch],
-                                                      decode), strict=True):
-                    hyps[i] = h[0].text
-            seconds = time.perf_counter() - start
+            generate_batch(model, tok, [one], decode)
+            latency.append(time.perf_counter() - start)
+        hyps = [""] * len(ids)
+        start = time.perf_counter()
+        for batch in length_batches([len(x) for x in ids], batch_size=64, longest_first=True):
+            for i, h in zip(batch, generate_batch(model, tok, [ids[i] for i in batch],
+                                                  decode), strict=True):
+                hyps[i] = h[0].text
+        seconds = time.perf_counter() - start
         rows.append((name, 1000 * statistics.median(latency), len(ids) / seconds,
                      corpus_bleu_chrf(hyps, refs)["bleu"],
                      statistics.mean(len(h.split()) for h in hyps)))

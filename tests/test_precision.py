@@ -130,3 +130,26 @@ def test_eager_attention_for_bf16_training_on_a_cpu():
     assert model.config._attn_implementation == "sdpa"
     prefer_eager_attention(model, "bf16", "cpu")
     assert model.config._attn_implementation == "eager"
+
+
+def test_inference_casts_the_weights_once_and_decodes_as_before():
+    from test_seq2seq_command import LINES
+
+    from textdistill.config import DecodeConfig
+    from textdistill.models.seq2seq import build_seq2seq
+    from textdistill.precision import for_inference
+    from textdistill.seq2seq.generate import translate
+    from textdistill.seq2seq.vocab import train_tokenizer
+
+    tok = train_tokenizer(LINES, 60)
+    model = build_seq2seq("tiny", tok, seed=0, d_model=16, heads=2, ffn_dim=32,
+                          encoder_layers=1, decoder_layers=1).eval()
+    assert for_inference(model, "fp32") is model
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    decode = DecodeConfig(method="greedy", max_length=12)
+    with autocast("bf16"):
+        under_autocast = translate(model, tok, LINES[:6], decode)
+    assert for_inference(model, "bf16") is model
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    cast = translate(model, tok, LINES[:6], decode)
+    assert sum(a == b for a, b in zip(cast, under_autocast, strict=True)) >= 5

@@ -16,7 +16,7 @@ from textdistill.metrics import classification_metrics, corpus_bleu_chrf
 from textdistill.models.classifier import load_classifier, resolve_model_path
 from textdistill.models.common import count_parameters
 from textdistill.paths import atomic_write_json
-from textdistill.precision import autocast, default_device, resolve_precision
+from textdistill.precision import default_device, for_inference, resolve_precision
 
 
 @torch.no_grad()
@@ -74,11 +74,12 @@ def evaluate_model(path: str, cfg: EvaluateConfig) -> dict:
     model, tokenizer = load_classifier(path, corpus.labels)
     rows = subsample(corpus.split(cfg.split), cfg.data.max_eval_examples, seed=0)
     data = TokenizedDataset(rows, tokenizer, cfg.data.max_length)
-    with autocast(resolve_precision(cfg.precision, "cpu"), "cpu"):
-        metrics = classification_metrics(data.labels,
-                                         predict_labels(model, data, cfg.data.eval_batch_size))
-        speed = measure_speed(model, data, cfg.latency_examples, cfg.throughput_batches)
-    return {**metrics, **count_parameters(model), **speed}
+    size = count_parameters(model)
+    for_inference(model, resolve_precision(cfg.precision, "cpu"))
+    metrics = classification_metrics(data.labels,
+                                     predict_labels(model, data, cfg.data.eval_batch_size))
+    speed = measure_speed(model, data, cfg.latency_examples, cfg.throughput_batches)
+    return {**metrics, **size, **speed}
 
 
 def display_names(models: list[str]) -> dict[str, str]:
@@ -159,6 +160,7 @@ def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: boo
         check_languages(path, cfg.data.src_lang, cfg.data.tgt_lang)
         model, tokenizer = load_seq2seq(path, device)
         row: dict[str, float] = {"params": count_parameters(model)["params"]}
+        for_inference(model, precision)
         if isinstance(model, NATModel):
             settings = {f"t{t}": DecodeConfig(method="greedy", iterations=t,
                                               length_beam=cfg.length_beam,
@@ -170,8 +172,7 @@ def run_evaluate_mt(cfg: TranslationEvalConfig, out_dir: str | Path, resume: boo
                         for beam in cfg.beams}
         for key, decode in settings.items():
             start = time.perf_counter()
-            with autocast(precision, device):
-                hyps = translate(model, tokenizer, sources, decode, cfg.data.batch_tokens)
+            hyps = translate(model, tokenizer, sources, decode, cfg.data.batch_tokens)
             seconds = time.perf_counter() - start
             scores = corpus_bleu_chrf(hyps, references)
             row.update({f"bleu_{key}": scores["bleu"], f"chrf_{key}": scores["chrf"],

@@ -53,13 +53,14 @@ from textdistill.metrics import sentence_bleu
 from textdistill.models.nat import NATModel, mask_predict
 from textdistill.models.seq2seq import load_seq2seq
 from textdistill.paths import atomic_write_json, atomic_write_text
-from textdistill.precision import autocast
+from textdistill.precision import for_inference
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("text", "jsonl", "tsv")
 SHARD_PATTERN = "shard-{:05d}.jsonl"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+"""2: reduced precision casts the weights once (``precision.for_inference``), not autocast."""
 
 
 class Hypothesis(NamedTuple):
@@ -455,6 +456,7 @@ def generate_corpus(
 
     state = _process_state()
     model, tokenizer = load_seq2seq(model_dir, device if device is not None else state.device)
+    for_inference(model, precision)
     max_src = getattr(model.config, "max_position_embeddings", 512)
     encoded = tokenizer(lines, add_special_tokens=True)["input_ids"]
     truncated = sum(1 for ids in encoded if len(ids) > max_src)
@@ -487,9 +489,8 @@ def generate_corpus(
         torch.manual_seed(shard_seed(cfg.seed, index))
         rows = []
         for batch in shards[index]:
-            with autocast(precision, model.device):
-                hyps = generate_batch(model, tokenizer, [encoded[i] for i in batch], cfg,
-                                      with_scores=with_scores)
+            hyps = generate_batch(model, tokenizer, [encoded[i] for i in batch], cfg,
+                                  with_scores=with_scores)
             rows.extend(
                 json.dumps({"id": i, "hyps": [list(h) for h in hs]}, ensure_ascii=False)
                 for i, hs in zip(batch, hyps, strict=True)

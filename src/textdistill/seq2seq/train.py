@@ -4,6 +4,7 @@ It runs through the project's one training loop (``trainer.Trainer``)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from pathlib import Path
@@ -32,7 +33,13 @@ from textdistill.models.seq2seq import (
 )
 from textdistill.objectives import ObjectiveModule, check_task, topk_ready
 from textdistill.paths import atomic_write_json, atomic_write_text
-from textdistill.precision import default_device, prefer_eager_attention, resolve_precision
+from textdistill.precision import (
+    default_device,
+    for_inference,
+    full_precision,
+    prefer_eager_attention,
+    resolve_precision,
+)
 from textdistill.runs import training_record
 from textdistill.seq2seq.generate import (
     generate_corpus,
@@ -126,7 +133,11 @@ def run_train(cfg: Seq2SeqConfig, out_dir: str | Path, resume: bool = False) -> 
     references = [t for _, t in dev_pairs]
 
     def evaluate_fn(m: ObjectiveModule) -> dict[str, float]:
-        hyps = translate(m.student, tokenizer, [s for s, _ in dev_pairs], decode)
+        # decoded by a copy with its weights in the training precision (for_inference), out of
+        # the trainer's autocast region
+        with full_precision(default_device()):
+            student = for_inference(copy.deepcopy(m.student), precision)
+            hyps = translate(student, tokenizer, [s for s, _ in dev_pairs], decode)
         return corpus_bleu_chrf(hyps, references)
 
     def save_fn(m: ObjectiveModule, folder: Path) -> None:
