@@ -117,6 +117,8 @@ def test_general_distillation_killed_mid_epoch_resumes_to_the_same_student(tmp_p
     killed = run_cli(*args, "-o", cut, env={"TEXTDISTILL_CRASH_AT": "step:5"})
     assert killed.returncode == -9  # SIGKILL after step 5; the checkpoint holds step 4
     assert not (cut / "model").exists()
+    state = json.loads((cut / "checkpoint" / "state.json").read_text())
+    assert (state["global_step"], state["epoch"], state["step_in_epoch"]) == (4, 0, 4)
     resumed = run_cli(*args, "-o", cut, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_file(whole / "model" / "model.safetensors"), load_file(
