@@ -153,3 +153,37 @@ def test_inference_casts_the_weights_once_and_decodes_as_before():
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     cast = translate(model, tok, LINES[:6], decode)
     assert sum(a == b for a, b in zip(cast, under_autocast, strict=True)) >= 5
+
+
+def test_folders_saved_in_bf16_load_with_fp32_weights(tmp_path):
+    """Training needs fp32 weights, but transformers keeps a folder's saved dtype: a model saved
+    in bf16 (as the GPU run's bundle is) loads as fp32, holding the saved values."""
+    from test_seq2seq_command import LINES
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from textdistill.models.classifier import load_classifier, load_encoder, resolve_model_path
+    from textdistill.models.mlm import load_mlm
+    from textdistill.models.seq2seq import build_seq2seq, load_seq2seq, save_seq2seq
+    from textdistill.seq2seq.vocab import train_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                   num_attention_heads=2, intermediate_size=32)).to(torch.bfloat16)
+    encoder.save_pretrained(tmp_path / "encoder")
+    tokenizer.save_pretrained(tmp_path / "encoder")
+    saved = encoder.embeddings.word_embeddings.weight.float()
+    for model in (load_encoder(str(tmp_path / "encoder"))[0],
+                  load_classifier(str(tmp_path / "encoder"), ["a", "b"])[0],
+                  load_mlm(str(tmp_path / "encoder"))[0]):
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        assert torch.equal(model.get_input_embeddings().weight, saved)
+
+    tok = train_tokenizer(LINES, 60)
+    seq2seq = build_seq2seq("tiny", tok, seed=0, d_model=16, heads=2, ffn_dim=32,
+                            encoder_layers=1, decoder_layers=1).to(torch.bfloat16)
+    save_seq2seq(seq2seq, tok, tmp_path / "seq2seq")
+    loaded, _ = load_seq2seq(tmp_path / "seq2seq")
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert torch.equal(loaded.get_input_embeddings().weight,
+                       seq2seq.get_input_embeddings().weight.float())

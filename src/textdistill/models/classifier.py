@@ -94,7 +94,7 @@ def load_encoder(name: str) -> tuple[torch.nn.Module, object]:
 def _load(path: Path, what: str, auto_class, **kwargs) -> tuple[torch.nn.Module, object]:
     try:
         model = auto_class.from_pretrained(path, attn_implementation="sdpa", use_safetensors=True,
-                                           local_files_only=True, **kwargs)
+                                           local_files_only=True, dtype=torch.float32, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:  # a broken or foreign folder
         raise UserError(f"cannot load {what} from {path}: "

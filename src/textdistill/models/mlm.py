@@ -52,7 +52,7 @@ def load_mlm(name: str, need_head: bool = False) -> tuple[torch.nn.Module, objec
     try:
         model, info = AutoModelForMaskedLM.from_pretrained(
             path, use_safetensors=True, local_files_only=True, attn_implementation="sdpa",
-            output_loading_info=True)
+            dtype=torch.float32, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise UserError(f"cannot load a masked language model from {path}: "
                         f"{' '.join(str(exc).split())[:300]}") from None

@@ -165,7 +165,7 @@ def load_seq2seq(model_dir: str | Path, device: str | torch.device | None = None
     tokenizer = load_tokenizer(model_dir)
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), local_files_only=True,
-                                                      use_safetensors=True)
+                                                      use_safetensors=True, dtype=torch.float32)
     except Exception as exc:  # a broken or foreign folder: a problem with the user's input
         raise UserError(f"cannot load a seq2seq model from {model_dir}: "
                         f"{' '.join(str(exc).split())[:300]}") from None
