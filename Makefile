@@ -33,17 +33,19 @@ quickstart: setup
 	$(VENV)/bin/textdistill run recipes/quickstart.yaml --jobs 2
 
 # The GPU run (docs/gpu.md). Here: `make gpu-bundle` puts in .gpu/ the wheels the GPU machine's
-# image lacks and the l10n corpus; there (no PyPI, no ../shared): `make gpu-results`.
+# image lacks and the data of both parts; there (no PyPI, no ../shared): `make gpu-results
+# PART=mt` or `PART=encoder`, carrying .gpu/wheels and .gpu/PART. The image's transformers is used.
 GPU_WHEELS := pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
-	typing-inspection==0.4.5 transformers==5.23.0
-gpu-bundle:
-	mkdir -p .gpu/wheels .gpu/data/parallel
+	typing-inspection==0.4.5
+PART ?= mt
+gpu-bundle: setup
+	rm -rf .gpu && mkdir -p .gpu/wheels
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 	  --platform manylinux2014_x86_64 -d .gpu/wheels $(GPU_WHEELS)
-	cp $(TEXTDISTILL_DATA)/parallel/l10n.* .gpu/data/parallel/
+	$(VENV)/bin/python benchmarks/gpu_results.py --bundle .gpu
 
 gpu-results:
 	python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl
-	PYTHONPATH=$(abspath src):/tmp/site TEXTDISTILL_DATA=$(abspath .gpu/data) PYTHONUNBUFFERED=1 \
-	  python3 benchmarks/gpu_results.py $(ARGS)
+	PYTHONPATH=$(abspath src):/tmp/site TEXTDISTILL_DATA=$(abspath .gpu/$(PART)) PYTHONUNBUFFERED=1 \
+	  python3 benchmarks/gpu_results.py --part $(PART) $(ARGS)

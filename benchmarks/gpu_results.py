@@ -1,20 +1,28 @@
-"""The full-size Kim & Rush table on one CUDA GPU, within a time budget (``make gpu-results``).
+"""The full-size experiments on one CUDA GPU, within a time budget (``make gpu-results``).
 
-    make gpu-results                                  # on the GPU machine (see docs/gpu.md)
-    .venv/bin/python benchmarks/gpu_results.py --smoke --run-dir /tmp/gpu-smoke   # CPU, toy
+    make gpu-results PART=mt                          # on the GPU machine (see docs/gpu.md)
+    .venv/bin/python benchmarks/gpu_results.py --smoke --part encoder --run-dir /tmp/gpu-smoke
 
-On all 105,601 l10n en→de training pairs: a teacher of every preset (``tiny``, ``small``,
-``base``, ``big``; epochs per preset in ``EPOCHS``, chosen to fit the budget) with its test
-BLEU (greedy and beam 5) and training time, then ``tiny`` students of the ``base`` teacher on
+Two parts, each one run of at most 10 minutes (``--part``):
+
+``mt``: on all 105,601 l10n en→de training pairs, a teacher of every preset (``tiny``,
+``small``, ``base``, ``big``; epochs per preset in ``EPOCHS``, chosen to fit the budget) with its
+test BLEU (greedy and beam 5) and training time, then ``tiny`` students of the ``base`` teacher on
 gold data, with word-level KD, on its beam-5 outputs (Seq-KD) and on the k-best hypothesis
-closest to the reference (Seq-Inter), and non-autoregressive ``tiny`` students (vanilla NAT
-and CMLM, decoded with T mask-predict iterations) on gold and on the Seq-KD corpus. Stages run
-in that order as one recipe (the students before the ``big`` teacher, the most expensive
-stage, and the NAT students last); when the budget runs out the stage in
-flight stops (a checkpoint is saved) and the table holds what finished. Writes the run folder
-and ``docs/results-gpu.md`` (``--smoke``: ``RUN_DIR/results-gpu.md``). ``--smoke`` runs the same
-script end to end at toy scale (64 pairs, one-layer models of width 32) on the CPU; CI runs it.
-Rerunning resumes: finished stages are skipped.
+closest to the reference (Seq-Inter), and non-autoregressive ``tiny`` students (vanilla NAT and
+CMLM, decoded with T mask-predict iterations) on gold and on the Seq-KD corpus; the students
+before the ``big`` teacher, the most expensive stage, and the NAT students last.
+
+``encoder``: general distillation of a ``tinybert-4`` student from the pretrained MiniLM over all
+of ``mono-en`` by TinyBERT's, MiniLM's and MiniLMv2's objectives, each followed by the same task
+distillation on rotten-tomatoes (recipes/tinybert-ablations.yaml's stages, without augmentation),
+with a student without general distillation and the fine-tuned teacher for reference.
+
+When the budget runs out the stage in flight stops (a checkpoint is saved) and the table holds
+what finished; rerunning resumes (finished stages are skipped). Writes the run folder and
+``docs/results-gpu.md`` or ``docs/results-gpu-encoder.md`` (``--smoke``: in ``RUN_DIR``).
+``--smoke`` runs the same script end to end at toy scale on the CPU; CI runs it. ``--bundle DIR``
+writes, here, the data the GPU machine lacks (docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -53,8 +61,8 @@ def _settings(smoke: bool) -> dict:
             "optim": {"lr": 0.0007, "warmup_steps": 400, "schedule": "inverse_sqrt"}}
 
 
-def recipe_stages(smoke: bool) -> list[dict]:
-    """The stages, in the order they run."""
+def mt_stages(smoke: bool) -> list[dict]:
+    """The ``mt`` part's stages, in the order they run."""
     s = _settings(smoke)
     train = {"kind": "train", "data": s["data"], "optim": s["optim"]}
     test = {**s["data"], "max_eval_examples": s["data"].get("max_eval_examples") if smoke
@@ -103,7 +111,7 @@ def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def results_table(run_dir: Path, smoke: bool) -> str:
+def mt_table(run_dir: Path, smoke: bool) -> str:
     """``results-gpu.md``: what finished, with the settings it finished under."""
     s = _settings(smoke)
     beam = s["beam"]
@@ -171,40 +179,189 @@ def results_table(run_dir: Path, smoke: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- the encoder part: general distillation by three objectives ---------------------------------
+
+GENERAL = {"general": "TinyBERT (embeddings, hidden states, attention)",
+           "general-minilm": "MiniLM (attention distributions, value relations)",
+           "general-minilmv2": "MiniLMv2 (query/key/value relations)"}
+"""General students (the stages of recipes/tinybert-ablations.yaml) and their objectives."""
+ENCODER_STUDENTS = {"student-nogd": None, "student-tinybert": "general",
+                    "student-minilm": "general-minilm", "student-minilmv2": "general-minilmv2"}
+"""Task-distilled students and the general student each starts from (None: a new one)."""
+GD_EPOCHS = 2
+"""Epochs of general distillation over mono-en on the GPU."""
+RT_BUNDLED = "rotten-tomatoes.csv"
+"""The bundle's copy of rotten-tomatoes (the preset's rows and order, so the same splits)."""
+
+
+def _ablation_stages() -> dict[str, dict]:
+    from textdistill.config import read_yaml
+
+    stages = read_yaml(ROOT / "recipes" / "tinybert-ablations.yaml")["stages"]
+    return {stage["name"]: stage for stage in stages}
+
+
+def encoder_stages(smoke: bool) -> list[dict]:
+    """The ``encoder`` part's stages: the teacher, then each general student followed by its
+    task-distilled student (the one without general distillation after the first), then the
+    test evaluation of all."""
+    from textdistill.paths import data_dir
+
+    if smoke:
+        minilm = "minilm"
+        task = {"corpus": "rotten-tomatoes", "max_length": 32, "max_train_examples": 64,
+                "max_eval_examples": 32}
+        text = {"corpus": "mono-en", "max_length": 32, "max_train_examples": 64,
+                "max_eval_examples": 8}
+        epochs = 1
+    else:
+        minilm = str(data_dir() / "minilm")
+        task = {"corpus": str(data_dir() / RT_BUNDLED), "columns": {"label": "category"},
+                "labels": ["rotten", "fresh"], "max_length": 64}
+        text = {"corpus": "mono-en", "max_length": 128, "batch_size": 128}
+        epochs = GD_EPOCHS
+    ablations = _ablation_stages()
+    phases = ablations["student"]["phases"]
+
+    def task_student(name: str) -> dict:
+        start = ENCODER_STUDENTS[name]
+        return {"kind": "distill", "name": name, "teacher": "teacher", "data": task,
+                "phases": phases,
+                "student": {"init_from": start} if start else {"preset": "tinybert-4"}}
+
+    stages = [{**ablations["teacher"], "model": minilm, "data": task}]
+    for general, student in zip(GENERAL, list(ENCODER_STUDENTS)[1:], strict=True):
+        stages.append({**ablations[general], "teacher": minilm, "data": text, "epochs": epochs,
+                       "checkpoint_every": 1000})
+        stages.append(task_student(student))
+        if general == "general":
+            stages.append(task_student("student-nogd"))
+    stages.append({"kind": "evaluate", "name": "evaluate", "data": task,
+                   "models": ["teacher", *ENCODER_STUDENTS]})
+    return stages
+
+
+def encoder_table(run_dir: Path, smoke: bool) -> str:
+    """``results-gpu-encoder.md``: what finished, with the settings it finished under."""
+    info = _read(run_dir / "teacher" / "run.json") or {}
+    tested = (_read(run_dir / "evaluate" / "metrics.json") or {}).get("models", {})
+    lines = ["# General distillation on one GPU: TinyBERT's, MiniLM's and MiniLMv2's objectives",
+             "", "Written by `benchmarks/gpu_results.py --part encoder`"
+             + (" --smoke (toy scale, CPU)" if smoke else "") + " on "
+             f"{(info.get('machine') or {}).get('cuda') or 'CPU'}, precision "
+             f"{info.get('precision', '?')}, torch {(info.get('packages') or {}).get('torch')}. "
+             "A `tinybert-4` student (14.4M parameters) learns the pretrained all-MiniLM-L6-v2 "
+             + ("over 64 mono-en paragraphs" if smoke else "(weights carried in bf16) over all "
+                f"of mono-en ({GD_EPOCHS} epochs)")
+             + ", then the same task distillation on rotten-tomatoes (intermediate layers, then "
+             "the prediction layer; no augmentation) from the fine-tuned MiniLM teacher; test "
+             "accuracy on the test split" + (" (smoke: 64 training rows)" if smoke else "")
+             + ". Stages missing below did not finish within the time budget.", "",
+             "| model | general distillation | GD tokens/s | GD time (s) | GD held-out loss | "
+             "dev accuracy | test accuracy | % of teacher |", "|---|---|---|---|---|---|---|---|"]
+    about = {"teacher": None, **ENCODER_STUDENTS}
+    for name, general in about.items():
+        trained = _read(run_dir / name / "metrics.json")
+        gd = _read(run_dir / general / "metrics.json") if general else None
+        objective = "—" if name == "teacher" else GENERAL.get(general, "none")
+        if trained is None:
+            lines.append(f"| {name} | {objective} | not finished | | | | | |")
+            continue
+        gd_cells = (f"{gd['tokens_per_second']:,.0f} | {gd['train_seconds']:.0f} | "
+                    f"{gd['heldout']['loss']:.4f}" if gd else "— | — | —")
+        test = tested.get(name)
+        test_cells = (f"{test['accuracy']:.4f} | {100 * test['retention']:.1f}" if test
+                      else "not finished | ")
+        lines.append(f"| {name} | {objective} | {gd_cells} | "
+                     f"{trained['best_dev'].get('accuracy', float('nan')):.4f} | {test_cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def bundle(out: Path) -> None:
+    """Write, here, what the GPU machine lacks besides wheels: ``mt/`` (the l10n corpus),
+    ``encoder/`` (all-MiniLM-L6-v2 in bf16, mono-en and rotten-tomatoes as a CSV file)."""
+    import csv
+    import io
+    import shutil
+
+    import torch
+
+    from textdistill.data.corpora import L10N_FILES, MONO_FILE, PRESETS
+    from textdistill.errors import UserError
+    from textdistill.models.classifier import load_encoder
+    from textdistill.models.common import save_pretrained_atomic
+    from textdistill.paths import DATA_ENV, atomic_write_text, data_dir
+
+    for relative in [*L10N_FILES.values(), MONO_FILE]:
+        if not (data_dir() / relative).is_file():
+            raise UserError(f"{relative} is missing from the data directory {data_dir()}: set "
+                            f"{DATA_ENV} to the folder that holds it (../shared/data)")
+        target = out / ("encoder" if relative == MONO_FILE else "mt") / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data_dir() / relative, target)
+    model, tokenizer = load_encoder("minilm")
+    save_pretrained_atomic(model.to(torch.bfloat16), tokenizer, out / "encoder" / "minilm")
+    text = io.StringIO()
+    writer = csv.DictWriter(text, ["text", "category"], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(PRESETS["rotten-tomatoes"].read().rows)
+    atomic_write_text(out / "encoder" / RT_BUNDLED, text.getvalue())
+
+
+PARTS = {"mt": (mt_stages, mt_table, "results-gpu.md"),
+         "encoder": (encoder_stages, encoder_table, "results-gpu-encoder.md")}
+"""Each part's stages, its table and the file the table goes to."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=PARTS, default="mt",
+                        help="mt: the translation tables; encoder: general distillation.")
     parser.add_argument("--smoke", action="store_true", help="Toy scale on the CPU.")
-    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "gpu-results")
+    parser.add_argument("--run-dir", type=Path,
+                        help="Default: runs/gpu-results (mt) or runs/gpu-encoder (encoder).")
     parser.add_argument("--budget", type=float, default=BUDGET_S,
                         help="Seconds before the stage in flight is stopped.")
+    parser.add_argument("--bundle", type=Path, metavar="DIR",
+                        help="Write the GPU machine's data into DIR here, and stop.")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     from textdistill.config import Recipe, validate
     from textdistill.errors import UserError
+    from textdistill.paths import atomic_write_text
     from textdistill.recipe import run_recipe
 
+    if args.bundle is not None:
+        try:
+            bundle(args.bundle)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.bundle}/mt and {args.bundle}/encoder")
+        return 0
     if not args.smoke and not torch.cuda.is_available():
         print("error: no CUDA GPU here: run on a GPU machine, or add --smoke for the toy run "
               "on the CPU", file=sys.stderr)
         return 2
-    recipe = validate(Recipe, {"name": "gpu-results", "stages": recipe_stages(args.smoke)})
+    stages, table, name = PARTS[args.part]
+    run_dir = args.run_dir or ROOT / "runs" / ("gpu-results" if args.part == "mt"
+                                               else "gpu-encoder")
+    recipe = validate(Recipe, {"name": f"gpu-{args.part}", "stages": stages(args.smoke)})
     timer = threading.Timer(args.budget, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.daemon = True
     started = time.perf_counter()
     timer.start()
     stopped = None
     try:
-        run_recipe(recipe, args.run_dir, resume=True)
+        run_recipe(recipe, run_dir, resume=True)
     except (UserError, KeyboardInterrupt) as exc:  # the budget ran out (or a stage failed)
         stopped = str(exc) or "interrupted"
     finally:
         timer.cancel()
-    out = args.run_dir / "results-gpu.md" if args.smoke else ROOT / "docs" / "results-gpu.md"
-    from textdistill.paths import atomic_write_text
-
-    atomic_write_text(out, results_table(args.run_dir, args.smoke))
+    out = run_dir / name if args.smoke else ROOT / "docs" / name
+    atomic_write_text(out, table(run_dir, args.smoke))
     print(f"wrote {out} after {time.perf_counter() - started:.0f} s"
           + (f"; stopped early: {stopped}" if stopped else ""))
     return 0

@@ -1,5 +1,5 @@
-"""The GPU run's script end to end at toy scale on the CPU (--smoke), whole and cut short by
-its time budget."""
+"""The GPU run's script: both parts end to end at toy scale on the CPU (--smoke), whole and cut
+short by its time budget, and the bundle it carries to the GPU machine."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_results.py"
+sys.path.insert(0, str(SCRIPT.parent))
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -35,6 +36,60 @@ def test_smoke_run_fills_the_whole_table(tmp_path, data_root):
     assert all(float(r.split(" | ")[4]) >= 0 for r in rows[11:])  # BLEU at T=2
     assert all(float(r.split(" | ")[4]) >= 0 for r in rows[1:5])  # BLEU greedy is a number
     assert (tmp_path / "student-seqinter" / "model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_smoke_encoder_part_fills_its_table(tmp_path, data_root):
+    proc = _run("--part", "encoder", "--run-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "results-gpu-encoder.md").read_text()
+    assert "not finished" not in table
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")][1:]
+    assert [r[0][2:] for r in rows] == ["teacher", "student-nogd", "student-tinybert",
+                                       "student-minilm", "student-minilmv2"]
+    assert [r[1].split(" ")[0] for r in rows] == ["—", "none", "TinyBERT", "MiniLM", "MiniLMv2"]
+    assert all(float(r[2].replace(",", "")) > 0 for r in rows[2:])  # GD tokens/s
+    assert all(0 <= float(r[6]) <= 1 for r in rows)  # test accuracy
+    # each student really starts from its general student
+    import yaml
+    for name, general in (("student-minilm", tmp_path / "general-minilm" / "model"),
+                          ("student-nogd", None)):
+        config = yaml.safe_load((tmp_path / name / "config.yaml").read_text())
+        assert config["student"]["init_from"] == (general and str(general))
+
+
+@pytest.mark.slow
+def test_the_bundle_carries_the_same_data_and_teacher(tmp_path, data_root, monkeypatch):
+    """The GPU machine's copies: the same l10n and mono-en bytes, rotten-tomatoes with the
+    preset's splits, MiniLM's weights rounded to bf16 (and loaded back as fp32)."""
+    import filecmp
+
+    import gpu_results
+    import torch
+
+    from textdistill.config import DataConfig, Recipe, validate
+    from textdistill.data.corpora import load_classification
+    from textdistill.models.classifier import load_encoder
+
+    gpu_results.bundle(tmp_path)
+    for part, relative in (("mt", "parallel/l10n.train.tsv.gz"), ("mt", "parallel/l10n.test.tsv"),
+                           ("encoder", "mono/en.txt.gz")):
+        assert filecmp.cmp(tmp_path / part / relative, data_root / relative, shallow=False)
+    original, _ = load_encoder("minilm")
+    carried, _ = load_encoder(str(tmp_path / "encoder" / "minilm"))
+    for (name, a), (_, b) in zip(carried.state_dict().items(), original.state_dict().items(),
+                                 strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, b.to(torch.bfloat16).float()), name
+
+    monkeypatch.setenv("TEXTDISTILL_DATA", str(tmp_path / "encoder"))
+    stages = gpu_results.encoder_stages(smoke=False)
+    validate(Recipe, {"name": "gpu-encoder", "stages": stages})
+    assert stages[0]["model"] == str(tmp_path / "encoder" / "minilm")
+    bundled = load_classification(DataConfig(**stages[0]["data"]))
+    preset = load_classification(DataConfig(corpus="rotten-tomatoes", max_length=64))
+    assert bundled.labels == preset.labels
+    for split in ("train", "dev", "test"):
+        assert bundled.split(split) == preset.split(split)
 
 
 @pytest.mark.slow
