@@ -251,3 +251,27 @@ def test_config_hash_ignores_unset_options():
 
     assert config_hash(New()) == config_hash(Old())
     assert config_hash(New(init=[1])) != config_hash(Old())
+
+
+# Recipes whose comments say to run them with the same --run-dir, and the stages they share.
+SHARED_STAGES = {
+    ("micro", "bbc-news"): ["general-micro"],
+    ("nat", "nat-decoding"): ["teacher", "distilled", "nat-gold", "nat-kd"],
+    ("nat", "nat-teachers"): ["teacher", "distilled", "nat-kd"],
+}
+
+
+def test_every_recipe_validates_and_shared_stages_are_identical():
+    """A recipe that fails to load is a broken promise; a stage two recipes share by name but
+    not by settings would be trained again (its digest differs) instead of reused."""
+    from conftest import ROOT
+
+    from textdistill.config import Recipe, config_hash, load_config
+
+    recipes = {p.stem: load_config(Recipe, p) for p in sorted((ROOT / "recipes").glob("*.yaml"))}
+    assert {"quickstart", "bbc-news", "nat", "tinybert-full"} <= set(recipes)
+    for (a, b), names in SHARED_STAGES.items():
+        first = {s.name: config_hash(s) for s in recipes[a].stages}
+        second = {s.name: config_hash(s) for s in recipes[b].stages}
+        assert [n for n in names if first.get(n) is not None and first[n] == second.get(n)] \
+            == names, (a, b)
