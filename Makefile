@@ -33,11 +33,13 @@ quickstart: setup
 	$(VENV)/bin/textdistill run recipes/quickstart.yaml --jobs 2
 
 # The GPU run (docs/gpu.md). Here: `make gpu-bundle` puts in .gpu/ the wheels the GPU machine's
-# image lacks and the data of both parts; there (no PyPI, no ../shared): `make gpu-results
-# PART=mt` or `PART=encoder`, carrying .gpu/wheels and .gpu/PART. The image's transformers is used.
+# image lacks and the parts' data; there (no PyPI, no ../shared): `make gpu-results PART=mt`,
+# `PART=encoder` or `PART=multimodality`, carrying .gpu/wheels and the part's data folder
+# (.gpu/encoder for encoder, else .gpu/mt). The image's transformers is used.
 GPU_WHEELS := pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
 	typing-inspection==0.4.5
 PART ?= mt
+GPU_DATA = .gpu/$(if $(filter encoder,$(PART)),encoder,mt)
 gpu-bundle: setup
 	rm -rf .gpu && mkdir -p .gpu/wheels
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -47,5 +49,5 @@ gpu-bundle: setup
 
 gpu-results:
 	python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl
-	PYTHONPATH=$(abspath src):/tmp/site TEXTDISTILL_DATA=$(abspath .gpu/$(PART)) PYTHONUNBUFFERED=1 \
+	PYTHONPATH=$(abspath src):/tmp/site TEXTDISTILL_DATA=$(abspath $(GPU_DATA)) PYTHONUNBUFFERED=1 \
 	  python3 benchmarks/gpu_results.py --part $(PART) $(ARGS)

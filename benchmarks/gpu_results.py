@@ -308,18 +308,94 @@ def bundle(out: Path) -> None:
     atomic_write_text(out / "encoder" / RT_BUNDLED, text.getvalue())
 
 
-PARTS = {"mt": (mt_stages, mt_table, "results-gpu.md"),
-         "encoder": (encoder_stages, encoder_table, "results-gpu-encoder.md")}
-"""Each part's stages, its table and the file the table goes to."""
+# -- the multimodality part: recipes/multimodality.yaml at full size -------------------------------
+
+MM_MODELS = {"at": ("AT", "data-all", None), "nat": ("NAT", "data-all", None),
+             "nat-one": ("NAT, one random target per source", "data-one", None),
+             "nat-kd": ("NAT on the AT model's beam outputs", "data-one", "at-outputs")}
+"""The study's models: label, the analyze stage of their training set, its corpus there."""
+
+
+def multimodality_stages(smoke: bool) -> list[dict]:
+    """recipes/multimodality.yaml's stages (24,000 sources, all three targets), with larger
+    batches on the GPU; ``smoke``: 64 sources, one-layer models of width 32, one epoch."""
+    from textdistill.config import read_yaml
+
+    stages = read_yaml(ROOT / "recipes" / "multimodality.yaml")["stages"]
+    tiny = _settings(smoke=True)
+    out = []
+    for stage in stages:
+        stage = {**stage, "data": {**stage["data"], "batch_tokens": 8192}}
+        if smoke:
+            stage["data"] |= {"max_length": 32, "batch_tokens": 512, "max_eval_examples": 16}
+            if "max_train_examples" in stage["data"]:
+                stage["data"]["max_train_examples"] = 64
+            if stage["kind"] == "train":
+                stage |= {"arch": {**stage.get("arch", {}), **tiny["arch"]}, "epochs": 1,
+                          "optim": tiny["optim"]}
+                if "vocab_size" in stage:
+                    stage["vocab_size"] = tiny["vocab_size"]
+            if stage.get("beam"):
+                stage["beam"] = 2
+        out.append(stage)
+    return out
+
+
+def multimodality_table(run_dir: Path, smoke: bool) -> str:
+    """``results-gpu-multimodality.md``: each model's training-set complexity and the share of
+    its test outputs whose dominant language has p > 0.9."""
+    info = _read(run_dir / "at" / "run.json") or {}
+    modes = _read(run_dir / "modes" / "metrics.json")
+    tested = {c["name"]: c for c in (modes or {}).get("corpora", [])}
+    lines = ["# The multi-modality study on one GPU", "",
+             "Written by `benchmarks/gpu_results.py --part multimodality`"
+             + (" --smoke (toy scale, CPU)" if smoke else "") + " on "
+             f"{(info.get('machine') or {}).get('cuda') or 'CPU'}, precision "
+             f"{info.get('precision', '?')}, torch {(info.get('packages') or {}).get('torch')}: "
+             "recipes/multimodality.yaml (l10n English sources with their German, French and "
+             "Spanish targets, no language tag; " + ("64 sources, one-layer models of width 32, "
+                                                     "batches of 512 tokens" if smoke else
+                                                     "24,000 sources, batches of 8,192 tokens")
+             + "). Language modes of the test outputs by the analyzer's "
+             "estimator (p(l|y) from per-language token frequencies of the training targets); "
+             "plot: `language_modes.png` of the `modes` stage"
+             + ("" if smoke else " (docs/multimodality-gpu.png)") + ". C(d) by the "
+             "fast_align-compatible aligner, in nats (over source types; token-weighted). "
+             "Stages missing below did not finish within the time budget.", "",
+             "| model | trained on | C(d) | C(d) token-weighted | test outputs | "
+             "dominant p > 0.9 |", "|---|---|---|---|---|---|"]
+    for name, (label, stage, corpus) in MM_MODELS.items():
+        data = _read(run_dir / stage / "metrics.json")
+        row = None
+        if data is not None:
+            row = data["real"] if corpus is None else next(
+                (c for c in data["corpora"] if c["name"] == corpus), None)
+        cd = (f"{row['complexity']:.3f} | {row['complexity_token_weighted']:.3f}" if row
+              else "not finished | ")
+        out = tested.get(f"{name}-test")
+        mode = (out or {}).get("language_mode") or {}
+        share = mode.get("dominant_share")
+        lines.append(f"| {name} | {label} | {cd} | {out['lines'] if out else 'not finished'} | "
+                     + (f"{100 * share:.1f} % |" if share is not None else " |"))
+    return "\n".join(lines) + "\n"
+
+
+PARTS = {"mt": (mt_stages, mt_table, "results-gpu.md", {}),
+         "encoder": (encoder_stages, encoder_table, "results-gpu-encoder.md", {}),
+         "multimodality": (multimodality_stages, multimodality_table,
+                           "results-gpu-multimodality.md",
+                           {"modes/language_modes.png": "multimodality-gpu.png"})}
+"""Each part's stages, its table, the file the table goes to, and figures copied to docs/."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=PARTS, default="mt",
-                        help="mt: the translation tables; encoder: general distillation.")
+                        help="mt: the translation tables; encoder: general distillation; "
+                             "multimodality: the multi-modality study.")
     parser.add_argument("--smoke", action="store_true", help="Toy scale on the CPU.")
     parser.add_argument("--run-dir", type=Path,
-                        help="Default: runs/gpu-results (mt) or runs/gpu-encoder (encoder).")
+                        help="Default: runs/gpu-results (mt), else runs/gpu-PART.")
     parser.add_argument("--budget", type=float, default=BUDGET_S,
                         help="Seconds before the stage in flight is stopped.")
     parser.add_argument("--bundle", type=Path, metavar="DIR",
@@ -330,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from textdistill.config import Recipe, validate
     from textdistill.errors import UserError
-    from textdistill.paths import atomic_write_text
+    from textdistill.paths import atomic_write_bytes, atomic_write_text
     from textdistill.recipe import run_recipe
 
     if args.bundle is not None:
@@ -345,9 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA GPU here: run on a GPU machine, or add --smoke for the toy run "
               "on the CPU", file=sys.stderr)
         return 2
-    stages, table, name = PARTS[args.part]
+    stages, table, name, figures = PARTS[args.part]
     run_dir = args.run_dir or ROOT / "runs" / ("gpu-results" if args.part == "mt"
-                                               else "gpu-encoder")
+                                               else f"gpu-{args.part}")
     recipe = validate(Recipe, {"name": f"gpu-{args.part}", "stages": stages(args.smoke)})
     timer = threading.Timer(args.budget, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.daemon = True
@@ -362,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         timer.cancel()
     out = run_dir / name if args.smoke else ROOT / "docs" / name
     atomic_write_text(out, table(run_dir, args.smoke))
+    for figure, copy in figures.items():
+        if not args.smoke and (run_dir / figure).is_file():
+            atomic_write_bytes(ROOT / "docs" / copy, (run_dir / figure).read_bytes())
     print(f"wrote {out} after {time.perf_counter() - started:.0f} s"
           + (f"; stopped early: {stopped}" if stopped else ""))
     return 0

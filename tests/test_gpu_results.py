@@ -59,6 +59,21 @@ def test_smoke_encoder_part_fills_its_table(tmp_path, data_root):
 
 
 @pytest.mark.slow
+def test_smoke_multimodality_part_fills_its_table(tmp_path, data_root):
+    proc = _run("--part", "multimodality", "--run-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "results-gpu-multimodality.md").read_text()
+    assert "not finished" not in table
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")][1:]
+    assert [r[0][2:] for r in rows] == ["at", "nat", "nat-one", "nat-kd"]
+    complexity = [float(r[2]) for r in rows]
+    assert complexity[0] == complexity[1] > complexity[2] > 0  # three targets > one per source
+    assert all(r[4] == "16" for r in rows)  # test outputs
+    assert all(0 <= float(r[5].split(" ")[0]) <= 100 for r in rows)
+    assert (tmp_path / "modes" / "language_modes.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_the_bundle_carries_the_same_data_and_teacher(tmp_path, data_root, monkeypatch):
     """The GPU machine's copies: the same l10n and mono-en bytes, rotten-tomatoes with the
     preset's splits, MiniLM's weights rounded to bf16 (and loaded back as fp32)."""
