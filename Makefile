@@ -34,7 +34,7 @@ quickstart: setup
 
 # The GPU run (docs/gpu.md). Here: `make gpu-bundle` puts in .gpu/ the wheels the GPU machine's
 # image lacks and the parts' data; there (no PyPI, no ../shared): `make gpu-results PART=mt`,
-# `PART=encoder` or `PART=multimodality`, carrying .gpu/wheels and the part's data folder
+# `encoder`, `multimodality` or `teachers`, carrying .gpu/wheels and the part's data folder
 # (.gpu/encoder for encoder, else .gpu/mt). The image's transformers is used.
 GPU_WHEELS := pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
 	typing-inspection==0.4.5

@@ -308,20 +308,14 @@ def bundle(out: Path) -> None:
     atomic_write_text(out / "encoder" / RT_BUNDLED, text.getvalue())
 
 
-# -- the multimodality part: recipes/multimodality.yaml at full size -------------------------------
+# -- recipes run at full size: the multi-modality study and the teacher-capacity table ---------
 
-MM_MODELS = {"at": ("AT", "data-all", None), "nat": ("NAT", "data-all", None),
-             "nat-one": ("NAT, one random target per source", "data-one", None),
-             "nat-kd": ("NAT on the AT model's beam outputs", "data-one", "at-outputs")}
-"""The study's models: label, the analyze stage of their training set, its corpus there."""
-
-
-def multimodality_stages(smoke: bool) -> list[dict]:
-    """recipes/multimodality.yaml's stages (24,000 sources, all three targets), with larger
-    batches on the GPU; ``smoke``: 64 sources, one-layer models of width 32, one epoch."""
+def recipe_on_gpu(recipe: str, smoke: bool) -> list[dict]:
+    """A recipe's stages with batches of 8,192 tokens for the GPU; ``smoke``: 64 training
+    examples, 16 test sentences, one-layer models of width 32 for one epoch, beam 2."""
     from textdistill.config import read_yaml
 
-    stages = read_yaml(ROOT / "recipes" / "multimodality.yaml")["stages"]
+    stages = read_yaml(ROOT / "recipes" / f"{recipe}.yaml")["stages"]
     tiny = _settings(smoke=True)
     out = []
     for stage in stages:
@@ -337,31 +331,49 @@ def multimodality_stages(smoke: bool) -> list[dict]:
                     stage["vocab_size"] = tiny["vocab_size"]
             if stage.get("beam"):
                 stage["beam"] = 2
+            if stage.get("beams"):
+                stage["beams"] = [1, 2]
+            if stage.get("num_return"):
+                stage["num_return"] = 2
         out.append(stage)
     return out
+
+
+def _about_recipe(recipe: str, part: str, run_dir: Path, first: str, smoke: bool) -> str:
+    info = _read(run_dir / first / "run.json") or {}
+    return (f"Written by `benchmarks/gpu_results.py --part {part}`"
+            + (" --smoke (toy scale, CPU: 64 training examples, one-layer models of width 32, "
+               "batches of 512 tokens, beam 2)" if smoke else "") + " on "
+            f"{(info.get('machine') or {}).get('cuda') or 'CPU'}, precision "
+            f"{info.get('precision', '?')}, torch {(info.get('packages') or {}).get('torch')}: "
+            f"`recipes/{recipe}.yaml`" + ("" if smoke else " with batches of 8,192 tokens")
+            + ". C(d) and F(d) by the fast_align-compatible aligner, in nats (over source types; "
+            "token-weighted). Stages missing below did not finish within the time budget.")
+
+
+MM_MODELS = {"at": ("AT", "data-all", None), "nat": ("NAT", "data-all", None),
+             "nat-one": ("NAT, one random target per source", "data-one", None),
+             "nat-kd": ("NAT on the AT model's beam outputs", "data-one", "at-outputs")}
+"""The study's models: label, the analyze stage of their training set, its corpus there."""
+
+
+def multimodality_stages(smoke: bool) -> list[dict]:
+    """recipes/multimodality.yaml (24,000 sources, each with its three targets)."""
+    return recipe_on_gpu("multimodality", smoke)
 
 
 def multimodality_table(run_dir: Path, smoke: bool) -> str:
     """``results-gpu-multimodality.md``: each model's training-set complexity and the share of
     its test outputs whose dominant language has p > 0.9."""
-    info = _read(run_dir / "at" / "run.json") or {}
     modes = _read(run_dir / "modes" / "metrics.json")
     tested = {c["name"]: c for c in (modes or {}).get("corpora", [])}
     lines = ["# The multi-modality study on one GPU", "",
-             "Written by `benchmarks/gpu_results.py --part multimodality`"
-             + (" --smoke (toy scale, CPU)" if smoke else "") + " on "
-             f"{(info.get('machine') or {}).get('cuda') or 'CPU'}, precision "
-             f"{info.get('precision', '?')}, torch {(info.get('packages') or {}).get('torch')}: "
-             "recipes/multimodality.yaml (l10n English sources with their German, French and "
-             "Spanish targets, no language tag; " + ("64 sources, one-layer models of width 32, "
-                                                     "batches of 512 tokens" if smoke else
-                                                     "24,000 sources, batches of 8,192 tokens")
-             + "). Language modes of the test outputs by the analyzer's "
-             "estimator (p(l|y) from per-language token frequencies of the training targets); "
-             "plot: `language_modes.png` of the `modes` stage"
-             + ("" if smoke else " (docs/multimodality-gpu.png)") + ". C(d) by the "
-             "fast_align-compatible aligner, in nats (over source types; token-weighted). "
-             "Stages missing below did not finish within the time budget.", "",
+             _about_recipe("multimodality", "multimodality", run_dir, "at", smoke)
+             + " English sources of l10n with their German, French and Spanish targets, no "
+             "language tag. Language modes of the test outputs by the analyzer's estimator "
+             "(p(l|y) from per-language token frequencies of the training targets); plot: "
+             "`language_modes.png` of the `modes` stage"
+             + ("." if smoke else " (docs/multimodality-gpu.png)."), "",
              "| model | trained on | C(d) | C(d) token-weighted | test outputs | "
              "dominant p > 0.9 |", "|---|---|---|---|---|---|"]
     for name, (label, stage, corpus) in MM_MODELS.items():
@@ -380,11 +392,51 @@ def multimodality_table(run_dir: Path, smoke: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+TEACHERS = {"teacher-2m": ("distilled-2m", "nat-kd-2m", "small-nat-kd-2m"),
+            "teacher-6m": ("distilled-6m", "nat-kd-6m", "small-nat-kd-6m"),
+            "teacher": ("distilled", "nat-kd", "small-nat-kd")}
+"""recipes/nat-teachers.yaml: each teacher, its beam corpus and the NAT students (width 256,
+width 128) trained on it."""
+
+
+def teachers_stages(smoke: bool) -> list[dict]:
+    """recipes/nat-teachers.yaml (three AT teachers, their corpora, NAT students of two sizes)."""
+    return recipe_on_gpu("nat-teachers", smoke)
+
+
+def teachers_table(run_dir: Path, smoke: bool) -> str:
+    """``results-gpu-teachers.md``: per teacher, its size and BLEU, its corpus's C(d), F(d) and
+    BLEU against the real targets, and the test BLEU of the NAT students trained on it."""
+    beam = 2 if smoke else 5
+    corpora = {c["name"]: c for c in
+               (_read(run_dir / "corpora" / "metrics.json") or {}).get("corpora", [])}
+    tested = (_read(run_dir / "evaluate" / "metrics.json") or {}).get("models", {})
+    lines = ["# Teacher capacity on one GPU: which teacher's corpus teaches a NAT student best?",
+             "", _about_recipe("nat-teachers", "teachers", run_dir, "teacher", smoke)
+             + " l10n en→de, " + ("64" if smoke else "24,000") + " training pairs; test BLEU "
+             "(sacreBLEU) on the test split, NAT students decoded in one pass (length beam 3).",
+             "",
+             f"| teacher | params | BLEU beam {beam} | corpus C(d) | C(d) token-weighted | "
+             "F(d) | corpus BLEU vs real | NAT (width 256) BLEU | NAT (width 128) BLEU |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, (corpus, student, small) in TEACHERS.items():
+        row = tested.get(name)
+        cells = [f"{row['params']:,}", f"{row[f'bleu_b{beam}']:.2f}"] if row else [
+            "not finished", ""]
+        c = corpora.get(corpus)
+        cells += ([f"{c['complexity']:.3f}", f"{c['complexity_token_weighted']:.3f}",
+                   f"{c['faithfulness']:.2f}", f"{c['bleu']:.2f}"] if c else [""] * 4)
+        cells += [f"{tested[m]['bleu_t1']:.2f}" if m in tested else "" for m in (student, small)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 PARTS = {"mt": (mt_stages, mt_table, "results-gpu.md", {}),
          "encoder": (encoder_stages, encoder_table, "results-gpu-encoder.md", {}),
          "multimodality": (multimodality_stages, multimodality_table,
                            "results-gpu-multimodality.md",
-                           {"modes/language_modes.png": "multimodality-gpu.png"})}
+                           {"modes/language_modes.png": "multimodality-gpu.png"}),
+         "teachers": (teachers_stages, teachers_table, "results-gpu-teachers.md", {})}
 """Each part's stages, its table, the file the table goes to, and figures copied to docs/."""
 
 
@@ -392,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=PARTS, default="mt",
                         help="mt: the translation tables; encoder: general distillation; "
-                             "multimodality: the multi-modality study.")
+                             "multimodality: the multi-modality study; teachers: the "
+                             "teacher-capacity table.")
     parser.add_argument("--smoke", action="store_true", help="Toy scale on the CPU.")
     parser.add_argument("--run-dir", type=Path,
                         help="Default: runs/gpu-results (mt), else runs/gpu-PART.")

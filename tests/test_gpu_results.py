@@ -74,6 +74,17 @@ def test_smoke_multimodality_part_fills_its_table(tmp_path, data_root):
 
 
 @pytest.mark.slow
+def test_smoke_teachers_part_fills_its_table(tmp_path, data_root):
+    proc = _run("--part", "teachers", "--run-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "results-gpu-teachers.md").read_text()
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")][1:]
+    assert [r[0][2:] for r in rows] == ["teacher-2m", "teacher-6m", "teacher"]
+    assert all(len(r) == 9 and all(cell.strip(" |") for cell in r) for r in rows), table
+    assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows)  # C(d), F(d)
+
+
+@pytest.mark.slow
 def test_the_bundle_carries_the_same_data_and_teacher(tmp_path, data_root, monkeypatch):
     """The GPU machine's copies: the same l10n and mono-en bytes, rotten-tomatoes with the
     preset's splits, MiniLM's weights rounded to bf16 (and loaded back as fp32)."""
