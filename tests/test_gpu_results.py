@@ -19,6 +19,15 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600, cwd=ROOT, env={**os.environ})
 
 
+def _rows(run_dir, part: str, table: str) -> list[list[str]]:
+    """Run a part's smoke run into ``run_dir``; the cells of its whole table's data rows."""
+    proc = _run("--part", part, "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = (run_dir / table).read_text()
+    assert "not finished" not in text
+    return [line.split(" | ") for line in text.splitlines() if line.startswith("| ")][1:]
+
+
 @pytest.mark.slow
 def test_smoke_run_fills_the_whole_table(tmp_path, data_root):
     proc = _run("--run-dir", str(tmp_path))
@@ -40,11 +49,7 @@ def test_smoke_run_fills_the_whole_table(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_smoke_encoder_part_fills_its_table(tmp_path, data_root):
-    proc = _run("--part", "encoder", "--run-dir", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    table = (tmp_path / "results-gpu-encoder.md").read_text()
-    assert "not finished" not in table
-    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")][1:]
+    rows = _rows(tmp_path, "encoder", "results-gpu-encoder.md")
     assert [r[0][2:] for r in rows] == ["teacher", "student-nogd", "student-tinybert",
                                        "student-minilm", "student-minilmv2"]
     assert [r[1].split(" ")[0] for r in rows] == ["—", "none", "TinyBERT", "MiniLM", "MiniLMv2"]
@@ -60,11 +65,7 @@ def test_smoke_encoder_part_fills_its_table(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_smoke_multimodality_part_fills_its_table(tmp_path, data_root):
-    proc = _run("--part", "multimodality", "--run-dir", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    table = (tmp_path / "results-gpu-multimodality.md").read_text()
-    assert "not finished" not in table
-    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")][1:]
+    rows = _rows(tmp_path, "multimodality", "results-gpu-multimodality.md")
     assert [r[0][2:] for r in rows] == ["at", "nat", "nat-one", "nat-kd"]
     complexity = [float(r[2]) for r in rows]
     assert complexity[0] == complexity[1] > complexity[2] > 0  # three targets > one per source
@@ -75,12 +76,9 @@ def test_smoke_multimodality_part_fills_its_table(tmp_path, data_root):
 
 @pytest.mark.slow
 def test_smoke_teachers_part_fills_its_table(tmp_path, data_root):
-    proc = _run("--part", "teachers", "--run-dir", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    table = (tmp_path / "results-gpu-teachers.md").read_text()
-    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")][1:]
+    rows = _rows(tmp_path, "teachers", "results-gpu-teachers.md")
     assert [r[0][2:] for r in rows] == ["teacher-2m", "teacher-6m", "teacher"]
-    assert all(len(r) == 9 and all(cell.strip(" |") for cell in r) for r in rows), table
+    assert all(len(r) == 9 and all(cell.strip(" |") for cell in r) for r in rows), rows
     assert all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows)  # C(d), F(d)
 
 
