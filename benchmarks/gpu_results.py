@@ -215,6 +215,11 @@ def encoder_stages(smoke: bool) -> list[dict]:
                 "max_eval_examples": 8}
         epochs = 1
     else:
+        if not (data_dir() / "minilm").is_dir():
+            from textdistill.errors import UserError
+
+            raise UserError(f"{data_dir()} holds no minilm/: run `make gpu-bundle` here and "
+                            "carry .gpu/encoder")
         minilm = str(data_dir() / "minilm")
         task = {"corpus": str(data_dir() / RT_BUNDLED), "columns": {"label": "category"},
                 "labels": ["rotten", "fresh"], "max_length": 64}
@@ -477,7 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     stages, table, name, figures = PARTS[args.part]
     run_dir = args.run_dir or ROOT / "runs" / ("gpu-results" if args.part == "mt"
                                                else f"gpu-{args.part}")
-    recipe = validate(Recipe, {"name": f"gpu-{args.part}", "stages": stages(args.smoke)})
+    try:
+        recipe = validate(Recipe, {"name": f"gpu-{args.part}", "stages": stages(args.smoke)})
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     timer = threading.Timer(args.budget, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.daemon = True
     started = time.perf_counter()
