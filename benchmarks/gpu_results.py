@@ -487,17 +487,26 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    timer = threading.Timer(args.budget, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.daemon = True
+    done = threading.Event()
+
+    def interrupt() -> None:
+        """SIGINT once the budget is spent, again every 2 s until the run has stopped: a
+        signal that lands where nothing acts on it must not let the run overrun its call."""
+        if not done.wait(args.budget):
+            while not done.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.wait(2.0)
+
     started = time.perf_counter()
-    timer.start()
+    threading.Thread(target=interrupt, daemon=True).start()
     stopped = None
     try:
         run_recipe(recipe, run_dir, resume=True)
     except (UserError, KeyboardInterrupt) as exc:  # the budget ran out (or a stage failed)
         stopped = str(exc) or "interrupted"
     finally:
-        timer.cancel()
+        done.set()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a last one must not cut the table short
     out = run_dir / name if args.smoke else ROOT / "docs" / name
     atomic_write_text(out, table(run_dir, args.smoke))
     for figure, copy in figures.items():
