@@ -135,3 +135,12 @@ def test_without_a_gpu_it_says_so():
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: no CUDA GPU here") and proc.stderr.count("\n") == 1
+
+
+def test_bundle_without_the_data_says_where_to_point(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--bundle", str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "TEXTDISTILL_DATA": str(tmp_path / "none")})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: parallel/l10n.train.tsv.gz is missing")
+    assert "TEXTDISTILL_DATA" in proc.stderr and proc.stderr.count("\n") == 1
