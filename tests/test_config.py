@@ -256,6 +256,9 @@ def test_config_hash_ignores_unset_options():
 # Recipes whose comments say to run them with the same --run-dir, and the stages they share.
 SHARED_STAGES = {
     ("micro", "bbc-news"): ["general-micro"],
+    ("micro", "micro-ablations"): ["teacher", "general-micro", "micro-gd-tinybert",
+                                   "micro-gd-tinybert-seed2", "micro-gd-tinybert-seed3"],
+    ("tinybert-full", "micro-ablations"): ["mlm"],
     ("nat", "nat-decoding"): ["teacher", "distilled", "nat-gold", "nat-kd"],
     ("nat", "nat-teachers"): ["teacher", "distilled", "nat-kd"],
 }

@@ -494,6 +494,10 @@ class EvaluateConfig(Strict):
     throughput_batches: int = Field(10, gt=0)
     precision: Precision = "auto"
     """auto (bf16 where the hardware has it, else fp32), fp32, bf16, or fp16 (GPU only)."""
+    fastest_precision: bool = False
+    """Evaluate each model in ``precision`` or fp32, whichever runs it faster at batch 1 here
+    (both timed first; accuracy and speed are then measured in it; the table says which). A
+    small student's batch-1 time is mostly per-operation overhead, which bf16 does not cut."""
     positional: ClassVar[str | None] = "models"
 
 

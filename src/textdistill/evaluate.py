@@ -37,20 +37,28 @@ def predict_labels(model: torch.nn.Module, dataset: TokenizedDataset, batch_size
 
 
 @torch.no_grad()
-def measure_speed(model: torch.nn.Module, dataset: TokenizedDataset, latency_examples: int,
-                  throughput_batches: int, batch_size: int = 32) -> dict[str, float]:
-    """Median batch-1 latency (ms) and batch-32 throughput (examples/s) on the current device."""
+def batch1_latency_ms(model: torch.nn.Module, dataset: TokenizedDataset, examples: int) -> float:
+    """Median time (ms) of one forward pass per example, over the first ``examples`` examples
+    one at a time, after five warm-up passes."""
     model.eval()
-    collate = dataset.collate
-    n = min(latency_examples, len(dataset))
-    for i in range(min(5, n)):  # warm-up
-        model(**_inputs(collate([dataset[i]])))
+    n = min(examples, len(dataset))
+    for i in range(min(5, n)):
+        model(**_inputs(dataset.collate([dataset[i]])))
     times = []
     for i in range(n):
-        batch = _inputs(collate([dataset[i]]))
+        batch = _inputs(dataset.collate([dataset[i]]))
         start = time.perf_counter()
         model(**batch)
         times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+@torch.no_grad()
+def measure_speed(model: torch.nn.Module, dataset: TokenizedDataset, latency_examples: int,
+                  throughput_batches: int, batch_size: int = 32) -> dict[str, float]:
+    """Median batch-1 latency (ms) and batch-32 throughput (examples/s) on the current device."""
+    latency = batch1_latency_ms(model, dataset, latency_examples)
+    collate = dataset.collate
     batches = [list(range(s, min(s + batch_size, len(dataset))))
                for s in range(0, len(dataset), batch_size)][:throughput_batches]
     model(**_inputs(collate([dataset[i] for i in batches[0]])))
@@ -60,8 +68,7 @@ def measure_speed(model: torch.nn.Module, dataset: TokenizedDataset, latency_exa
         model(**_inputs(collate([dataset[i] for i in idx])))
         count += len(idx)
     seconds = time.perf_counter() - start
-    return {"latency_ms_b1": 1000 * statistics.median(times),
-            "throughput_b32": count / seconds}
+    return {"latency_ms_b1": latency, "throughput_b32": count / seconds}
 
 
 def _inputs(batch: dict) -> dict:
@@ -69,17 +76,32 @@ def _inputs(batch: dict) -> dict:
 
 
 def evaluate_model(path: str, cfg: EvaluateConfig) -> dict:
-    """Test-set metrics, size and speed of one classifier folder."""
+    """Test-set metrics, size and speed of one classifier folder, and the precision used."""
     corpus = load_classification(cfg.data)
     model, tokenizer = load_classifier(path, corpus.labels)
     rows = subsample(corpus.split(cfg.split), cfg.data.max_eval_examples, seed=0)
     data = TokenizedDataset(rows, tokenizer, cfg.data.max_length)
     size = count_parameters(model)
-    for_inference(model, resolve_precision(cfg.precision, "cpu"))
+    precision = resolve_precision(cfg.precision, "cpu")
+    if cfg.fastest_precision and precision != "fp32":
+        precision = fastest_precision(path, corpus.labels, data, precision, cfg.latency_examples)
+        model, _ = load_classifier(path, corpus.labels)
+    for_inference(model, precision)
     metrics = classification_metrics(data.labels,
                                      predict_labels(model, data, cfg.data.eval_batch_size))
     speed = measure_speed(model, data, cfg.latency_examples, cfg.throughput_batches)
-    return {**metrics, **size, **speed}
+    return {**metrics, **size, **speed, "precision": precision}
+
+
+def fastest_precision(path: str, labels: list[str], data: TokenizedDataset, precision: str,
+                      examples: int) -> str:
+    """``precision`` or fp32, whichever gives the model at ``path`` the lower batch-1 latency
+    (each timed on ``examples`` examples, fp32 first)."""
+    latency = {}
+    for candidate in ("fp32", precision):
+        model, _ = load_classifier(path, labels)
+        latency[candidate] = batch1_latency_ms(for_inference(model, candidate), data, examples)
+    return min(latency, key=latency.__getitem__)
 
 
 def display_names(models: list[str]) -> dict[str, str]:
@@ -129,12 +151,13 @@ def format_table(table: dict) -> Table:
     cols = [("accuracy", "acc", ".4f"), ("macro_f1", "macro-F1", ".4f"), ("mcc", "MCC", ".4f"),
             ("retention", "retention", ".3f"), ("params", "params", ","),
             ("size_ratio", "smaller", ".2f"), ("latency_ms_b1", "ms (b=1)", ".2f"),
-            ("speedup_b1", "faster", ".2f"), ("throughput_b32", "ex/s (b=32)", ".0f")]
+            ("speedup_b1", "faster", ".2f"), ("throughput_b32", "ex/s (b=32)", ".0f"),
+            ("precision", "precision", "s")]
     out.add_column("model")
     for _, title, _ in cols:
         out.add_column(title, justify="right")
     for name, r in table["models"].items():
-        out.add_row(name, *[format(r[key], fmt) for key, _, fmt in cols])
+        out.add_row(name, *[format(r[key], fmt) if key in r else "–" for key, _, fmt in cols])
     return out
 
 
