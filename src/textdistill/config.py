@@ -498,7 +498,18 @@ class EvaluateConfig(Strict):
     """Evaluate each model in ``precision`` or fp32, whichever runs it faster at batch 1 here
     (both timed first; accuracy and speed are then measured in it; the table says which). A
     small student's batch-1 time is mostly per-operation overhead, which bf16 does not cut."""
+    runtime: Literal["torch", "onnxruntime"] = "torch"
+    """Where the models run: PyTorch, or ONNX Runtime (each model exported to ONNX first, run
+    in fp32 on the CPU): how a small model is deployed, with little per-operation overhead."""
     positional: ClassVar[str | None] = "models"
+
+    @model_validator(mode="after")
+    def _onnx_runs_fp32(self) -> EvaluateConfig:
+        if self.runtime == "onnxruntime" and (self.precision in ("bf16", "fp16")
+                                              or self.fastest_precision):
+            raise ValueError("runtime onnxruntime evaluates in fp32: leave precision at auto "
+                             "(or fp32) and fastest_precision off")
+        return self
 
 
 class ParallelDataConfig(Strict):

@@ -24,7 +24,7 @@ def predict_labels(model: torch.nn.Module, dataset: TokenizedDataset, batch_size
     """Predicted label ids for every example, in dataset order."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # no parameters: ONNX, on the CPU
     loader = dataset.loader(batch_size, shuffle=False)
     preds = [0] * len(dataset)
     for idx, batch in zip(loader.batch_sampler, loader, strict=True):
@@ -82,15 +82,20 @@ def evaluate_model(path: str, cfg: EvaluateConfig) -> dict:
     rows = subsample(corpus.split(cfg.split), cfg.data.max_eval_examples, seed=0)
     data = TokenizedDataset(rows, tokenizer, cfg.data.max_length)
     size = count_parameters(model)
-    precision = resolve_precision(cfg.precision, "cpu")
+    precision = "fp32" if cfg.runtime == "onnxruntime" else resolve_precision(cfg.precision,
+                                                                                "cpu")
     if cfg.fastest_precision and precision != "fp32":
         precision = fastest_precision(path, corpus.labels, data, precision, cfg.latency_examples)
         model, _ = load_classifier(path, corpus.labels)
     for_inference(model, precision)
+    if cfg.runtime == "onnxruntime":
+        from textdistill.onnx_export import OnnxClassifier
+
+        model = OnnxClassifier(model)
     metrics = classification_metrics(data.labels,
                                      predict_labels(model, data, cfg.data.eval_batch_size))
     speed = measure_speed(model, data, cfg.latency_examples, cfg.throughput_batches)
-    return {**metrics, **size, **speed, "precision": precision}
+    return {**metrics, **size, **speed, "precision": precision, "runtime": cfg.runtime}
 
 
 def fastest_precision(path: str, labels: list[str], data: TokenizedDataset, precision: str,
@@ -129,7 +134,9 @@ def run_evaluate(cfg: EvaluateConfig, out_dir: str | Path, resume: bool = False)
         r["size_ratio"] = ref["params"] / r["params"]
         r["speedup_b1"] = ref["latency_ms_b1"] / r["latency_ms_b1"]
     table = {"split": cfg.split, "corpus": cfg.data.corpus or cfg.data.test,
-             "precision": resolve_precision(cfg.precision, "cpu"), "models": results}
+             "precision": "fp32" if cfg.runtime == "onnxruntime"
+             else resolve_precision(cfg.precision, "cpu"),
+             "runtime": cfg.runtime, "models": results}
     atomic_write_json(Path(out_dir) / "metrics.json", table)
     return table
 
@@ -147,7 +154,8 @@ def format_table(table: dict) -> Table:
             out.add_row(name, *["–" if k not in r else f"{r[k]:,}" if isinstance(r[k], int)
                                 else f"{r[k]:.2f}" for k in keys])
         return out
-    out = Table(title=f"{table['corpus']} {table['split']}")
+    runtime = f" ({table['runtime']})" if table.get("runtime", "torch") != "torch" else ""
+    out = Table(title=f"{table['corpus']} {table['split']}{runtime}")
     cols = [("accuracy", "acc", ".4f"), ("macro_f1", "macro-F1", ".4f"), ("mcc", "MCC", ".4f"),
             ("retention", "retention", ".3f"), ("params", "params", ","),
             ("size_ratio", "smaller", ".2f"), ("latency_ms_b1", "ms (b=1)", ".2f"),
