@@ -97,13 +97,18 @@ def _value(cell: dict) -> float | None:
     return None if cell["value"] is None else float(cell["value"])
 
 
+def _model_value(cell: dict) -> float | str | None:
+    """A number's raw data-value; a text cell (a model's precision or runtime) its text."""
+    return _value(cell) if cell["value"] is not None else cell.get("text") or None
+
+
 def model_cells(rows: list[list[dict]]) -> dict[tuple[str, str], float | None]:
     """(model, metric) -> data-value of a model table; columns named by the headers' data-key."""
     header, *body = rows
     assert all(c["tag"] == "th" for c in header)
     keys = [c["key"] for c in header[1:]]
     assert all(len(row) == len(header) and row[0]["tag"] == "th" for row in body)
-    return {(row[0]["text"], key): _value(c) for row in body for key, c in zip(keys, row[1:],
+    return {(row[0]["text"], key): _model_value(c) for row in body for key, c in zip(keys, row[1:],
                                                                                 strict=True)}
 
 
