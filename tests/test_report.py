@@ -98,7 +98,7 @@ def _value(cell: dict) -> float | None:
 
 
 def _model_value(cell: dict) -> float | str | None:
-    """A number's raw data-value; a text cell (a model's precision or runtime) its text."""
+    """A number's raw data-value; a text cell (a model's precision) its text."""
     return _value(cell) if cell["value"] is not None else cell.get("text") or None
 
 

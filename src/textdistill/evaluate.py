@@ -95,7 +95,7 @@ def evaluate_model(path: str, cfg: EvaluateConfig) -> dict:
     metrics = classification_metrics(data.labels,
                                      predict_labels(model, data, cfg.data.eval_batch_size))
     speed = measure_speed(model, data, cfg.latency_examples, cfg.throughput_batches)
-    return {**metrics, **size, **speed, "precision": precision, "runtime": cfg.runtime}
+    return {**metrics, **size, **speed, "precision": precision}
 
 
 def fastest_precision(path: str, labels: list[str], data: TokenizedDataset, precision: str,
