@@ -25,6 +25,7 @@ from textdistill.augment import (
     MLM,
     Augmenter,
     CandidateVocabulary,
+    InferenceMLM,
     WordSplitter,
     load_glove,
     masked_copy,
@@ -157,10 +158,28 @@ def test_batched_candidates_equal_the_naive_loop(tiny, which):
     vocab = CandidateVocabulary(minilm_tokenizer(), model.config.vocab_size)
     copies = copies_of(tiny)
     assert len({len(c.ids) for c in copies}) >= 5  # batches of several lengths
-    naive = mlm_candidates_naive(model, vocab, copies, 15, precision)
+    mlm = InferenceMLM(model, precision)
+    naive = mlm_candidates_naive(mlm, vocab, copies, 15)
     assert all(len(c) == 15 for c in naive)
     for batch_size in (1, 4, 64):
-        assert mlm_candidates(model, vocab, copies, 15, batch_size, precision) == naive
+        assert mlm_candidates(mlm, vocab, copies, 15, batch_size) == naive
+
+
+def test_bf16_runs_a_cast_copy_of_the_encoder_and_the_output_layer_in_fp32(tiny):
+    model = BertForMaskedLM.from_pretrained(tiny).eval()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    mlm = InferenceMLM(model, "bf16")
+    assert next(mlm.body.parameters()).dtype == torch.bfloat16
+    for name, value in model.state_dict().items():  # the model given is unchanged
+        assert value.dtype == before[name].dtype and torch.equal(value, before[name]), name
+    ids = torch.tensor([c.ids for c in copies_of(tiny)[:3]])[:, :6]
+    rows, positions = torch.tensor([0, 1, 2, 2]), torch.tensor([1, 3, 0, 5])
+    with torch.inference_mode():
+        reference = model(input_ids=ids).logits[rows, positions]  # all fp32
+        got = mlm.logits(ids, rows, positions)
+    assert got.dtype == torch.float32 and got.shape == reference.shape
+    assert not torch.equal(got, reference)  # the encoder did run in bf16
+    torch.testing.assert_close(got, reference, atol=0.05, rtol=0.05)
 
 
 def test_long_sentences_are_masked_in_a_window():
@@ -244,16 +263,17 @@ def write_csv(path: Path, rows, header=("text", "label")) -> Path:
     return path
 
 
-def stage_args(tmp_path: Path, tiny: Path) -> list[str]:
+def stage_args(tmp_path: Path, tiny: Path, precision: str = "fp32") -> list[str]:
     train = write_csv(tmp_path / "train.csv", TRAIN)
     dev = write_csv(tmp_path / "dev.csv", [("a gripping film", "pos"), ("dull", "neg")])
     test = write_csv(tmp_path / "test.csv", [("nothing works", "neg"), ("superb", "pos")])
     return [f"mlm={tiny}", f"data.train={train}", f"data.dev={dev}", f"data.test={test}",
-            "copies=6", "chunk_size=4", "precision=fp32", "candidates=5"]
+            "copies=6", "chunk_size=4", f"precision={precision}", "candidates=5"]
 
 
-def test_resume_after_a_killed_run_gives_the_same_file(tmp_path, tiny, monkeypatch):
-    cfg = load_config(AugmentConfig, None, stage_args(tmp_path, tiny))
+@pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto: bf16 where the CPU has it
+def test_resume_after_a_killed_run_gives_the_same_file(tmp_path, tiny, monkeypatch, precision):
+    cfg = load_config(AugmentConfig, None, stage_args(tmp_path, tiny, precision))
     whole = STAGES["augment"].execute(cfg, tmp_path / "whole")
     assert whole["examples"] == len(TRAIN) and whole["rows"] == len(TRAIN) + whole["variants"]
     passed: list[str] = []
