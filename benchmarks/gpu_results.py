@@ -414,8 +414,8 @@ def teachers_table(run_dir: Path, smoke: bool) -> str:
     BLEU against the real targets, and the test BLEU of the NAT students trained on it."""
     beam = 2 if smoke else 5
     corpora = {c["name"]: c for c in
-               (_read(run_dir / "corpora" / "metrics.json") or {}).get("corpora", [])}
-    tested = (_read(run_dir / "evaluate" / "metrics.json") or {}).get("models", {})
+               (_read(run_dir / "teacher-corpora" / "metrics.json") or {}).get("corpora", [])}
+    tested = (_read(run_dir / "evaluate-teachers" / "metrics.json") or {}).get("models", {})
     lines = ["# Teacher capacity on one GPU: which teacher's corpus teaches a NAT student best?",
              "", _about_recipe("nat-teachers", "teachers", run_dir, "teacher", smoke)
              + " l10n en→de, " + ("64" if smoke else "24,000") + " training pairs; test BLEU "

@@ -258,15 +258,17 @@ SHARED_STAGES = {
     ("micro", "bbc-news"): ["general-micro"],
     ("micro", "micro-ablations"): ["teacher", "general-micro", "micro-gd-tinybert",
                                    "micro-gd-tinybert-seed2", "micro-gd-tinybert-seed3"],
-    ("tinybert-full", "micro-ablations"): ["mlm"],
+    ("tinybert-full", "micro-ablations"): ["teacher", "mlm"],
     ("nat", "nat-decoding"): ["teacher", "distilled", "nat-gold", "nat-kd"],
     ("nat", "nat-teachers"): ["teacher", "distilled", "nat-kd"],
+    ("nat-decoding", "nat-teachers"): ["teacher", "distilled", "nat-kd"],
 }
 
 
 def test_every_recipe_validates_and_shared_stages_are_identical():
     """A recipe that fails to load is a broken promise; a stage two recipes share by name but
-    not by settings would be trained again (its digest differs) instead of reused."""
+    not by settings would be trained again (its digest differs) instead of reused, and
+    overwrite the other recipe's output in the shared run folder."""
     from conftest import ROOT
 
     from textdistill.config import Recipe, config_hash, load_config
@@ -278,3 +280,4 @@ def test_every_recipe_validates_and_shared_stages_are_identical():
         second = {s.name: config_hash(s) for s in recipes[b].stages}
         assert [n for n in names if first.get(n) is not None and first[n] == second.get(n)] \
             == names, (a, b)
+        assert sorted(first.keys() & second.keys()) == sorted(names), (a, b)  # no name clash
