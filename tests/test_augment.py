@@ -383,3 +383,11 @@ def test_augment_rotten_tomatoes_with_minilm(tmp_path):
     assert metrics["replaced_mlm"] > metrics["replaced_glove"] > 0
     assert metrics["dev_rows"] == metrics["test_rows"] == 1281
     assert metrics["labels"] == ["rotten", "fresh"]
+
+
+def test_the_default_precision_is_bf16_where_the_cpu_has_it(tmp_path, tiny):
+    from textdistill.precision import resolve_precision
+
+    args = [a for a in stage_args(tmp_path, tiny) if not a.startswith("precision=")]
+    metrics = STAGES["augment"].execute(load_config(AugmentConfig, None, args), tmp_path / "out")
+    assert metrics["precision"] == resolve_precision("auto")
