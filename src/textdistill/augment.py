@@ -248,9 +248,9 @@ class InferenceMLM:
     """A masked LM as the candidates use it: the encoder in ``precision`` with its weights cast
     once (on a copy: the model given stays as it is), the output layer in fp32 and only at the
     positions asked for (a model whose head :func:`output_layer` does not know runs whole in
-    ``precision``). Weights cast once run the encoder 3.5-4x faster in bf16 than in fp32 on a
-    CPU with AMX, where autocast (which casts weights and activations in every call) gives 2.7x
-    (docs/benchmarks.md)."""
+    ``precision``). With weights cast once the batched candidates are 2.2x faster in bf16 than
+    in fp32 on this project's CPU (AMX), where autocast (which casts weights and activations in
+    every call) gave 1.3x (``benchmarks/bench_augment.py``, docs/benchmarks.md)."""
 
     def __init__(self, model: torch.nn.Module, precision: str = "fp32"):
         self.head = output_layer(model)
