@@ -232,6 +232,38 @@ def test_recipe_only_runs_named_stages_and_reruns_only_what_depends_on_a_change(
     assert calls == ["c", "e"]
 
 
+
+def test_a_stage_made_by_another_recipe_is_not_overwritten(tmp_path, monkeypatch):
+    def recipe(name: str, seed: int) -> Recipe:
+        return validate(Recipe, {"name": name, "stages": [
+            {"kind": "distill", "name": "a", "student": {"preset": "micro-2"}, "seed": seed}]})
+
+    calls: list[str] = []
+
+    def fake_run(stage, out_dir, resume):
+        calls.append(stage.name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps({"seed": stage.seed}))
+        return {"seed": stage.seed}
+
+    monkeypatch.setitem(STAGES, "distill", replace(STAGES["distill"], run=fake_run,
+                                                    show=lambda *a: None))
+    recipe_mod.run_recipe(recipe("one", 1), tmp_path)
+    assert json.loads((tmp_path / "a" / "stage.json").read_text())["recipe"] == "one"
+    # another recipe sharing the folder: the same settings are shared, other ones refused
+    assert recipe_mod.run_recipe(recipe("two", 1), tmp_path)["a"] == {"seed": 1}
+    with pytest.raises(UserError, match=f"stage 'a' in {tmp_path} was made by recipe 'one' "
+                                        "with other settings; rename the stage in recipe "
+                                        "'two', use another --run-dir, or pass --overwrite"):
+        recipe_mod.run_recipe(recipe("two", 2), tmp_path)
+    assert calls == ["a"]
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == {"seed": 1}
+    # its own recipe reruns it when its settings change, and --overwrite replaces it
+    recipe_mod.run_recipe(recipe("one", 3), tmp_path)
+    assert recipe_mod.run_recipe(recipe("two", 2), tmp_path, overwrite=True)["a"] == {"seed": 2}
+    assert calls == ["a", "a", "a"]
+    assert json.loads((tmp_path / "a" / "stage.json").read_text())["recipe"] == "two"
+
 def _two_students(second_teacher: str | None = None) -> Recipe:
     data = {"max_length": 32, "max_train_examples": 32, "max_eval_examples": 16,
             "batch_size": 16, "eval_batch_size": 16}

@@ -70,13 +70,15 @@ def _references(stage, earlier: list[str]) -> list[str]:
 
 @dataclass
 class _Planned:
-    """A stage to run: its resolved config, the stages it uses, its folder and digest."""
+    """A stage to run: its resolved config, the stages it uses, its folder, its digest and
+    the recipe it belongs to."""
 
     stage: Any
     resolved: Any
     deps: list[str]
     out_dir: Path
     digest: str
+    recipe: str
 
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False,
@@ -117,8 +119,8 @@ def _run_recipe(recipe: Recipe, run_dir: Path, resume: bool, only: list[str] | N
         marker = out_dir / "stage.json"
         digest = digests[stage.name] = config_hash(resolved, "".join(digests[d] for d in deps))
         earlier.append(stage.name)
-        if (not overwrite and marker.is_file()
-                and json.loads(marker.read_text()).get("config") == digest):
+        made = json.loads(marker.read_text()) if marker.is_file() else {}
+        if not overwrite and made.get("config") == digest:
             if only is None or stage.name in only:
                 console.print(f"[green]skip[/] stage '{stage.name}': output is up to date")
             metrics[stage.name] = json.loads((out_dir / "metrics.json").read_text())
@@ -127,12 +129,17 @@ def _run_recipe(recipe: Recipe, run_dir: Path, resume: bool, only: list[str] | N
             continue
         if only is not None and stage.name not in only:
             continue
+        other = made.get("recipe")
+        if not overwrite and other not in (None, recipe.name):
+            raise UserError(f"stage '{stage.name}' in {run_dir} was made by recipe '{other}' "
+                            f"with other settings; rename the stage in recipe '{recipe.name}', "
+                            "use another --run-dir, or pass --overwrite to replace it")
         planned = {p.stage.name for p in plan}
         missing = [d for d in deps if d not in metrics and d not in planned]
         if missing:
             raise UserError(f"stage '{stage.name}' needs stage '{missing[0]}', which is not up "
                             "to date: run it first or name it too")
-        plan.append(_Planned(stage, resolved, deps, out_dir, digest))
+        plan.append(_Planned(stage, resolved, deps, out_dir, digest, recipe.name))
     if jobs == 1:
         for item in plan:
             metrics[item.stage.name] = _run_stage(item, resume)
@@ -158,7 +165,7 @@ def _run_stage(item: _Planned, resume: bool) -> dict:
     metrics = kind.execute(item.resolved, out_dir, resume and not changed, overwrite=True)
     if kind.show is show_evaluation:
         kind.show(metrics, out_dir)
-    atomic_write_json(marker, {"config": item.digest})
+    atomic_write_json(marker, {"config": item.digest, "recipe": item.recipe})
     return metrics
 
 
