@@ -194,6 +194,32 @@ def test_long_sentences_are_masked_in_a_window():
                                     *flat[len(flat) - 14 + copy.position:]]
 
 
+
+def test_words_past_the_students_window_stay(tiny, glove):
+    """within_tokens: words that start that many tokens in ([CLS] counted) are kept, and cost
+    the masked LM nothing; the words before change as without it."""
+    tokenizer = minilm_tokenizer()
+    text = SENTENCES[0] + " " + SENTENCES[1]
+    words = WordSplitter(tokenizer)(text)
+    starts = [sum(len(w.pieces) for w in words[:j]) for j in range(len(words))]
+    data = [Example(text, 0)]
+    whole, counts = augmenter(tiny, glove, p_replace=1.0).plan(data)
+    cut, cut_counts = augmenter(tiny, glove, p_replace=1.0, within_tokens=10).plan(data)
+    sources = [w.source for w in cut[0].sides[0]]
+    # the window holds 10 - 2 ([CLS], [SEP]) = 8 pieces: "unbelievably" (5 pieces from piece
+    # 1), "tense" and "thriller" (6, 7) may change; "superb" (10) and everything after stay
+    assert [j for j, w in enumerate(words) if w.source != KEEP and starts[j] < 8] == [
+        j for j, w in enumerate(cut[0].sides[0]) if w.source != KEEP]
+    assert all(source == KEEP for j, source in enumerate(sources) if starts[j] >= 8)
+    past = sum(w.source != KEEP and starts[j] >= 8 for j, w in enumerate(words))
+    assert past > 5 and cut_counts["past_window"] == past
+    assert cut_counts["mlm_words"] < counts["mlm_words"] and counts["past_window"] == 0
+    for j, found in enumerate(cut[0].candidates[0]):
+        assert found == (whole[0].candidates[0][j] if starts[j] < 8 else [])
+    rows, _ = augmenter(tiny, glove, p_replace=1.0, within_tokens=10).augment(data, LABELS)
+    tail = [w.text for j, w in enumerate(words) if starts[j] >= 8]
+    assert all(r["text"].split(" ")[-len(tail):] == tail for r in rows[1:]) and len(rows) > 2
+
 def test_seeded_and_independent_of_batch_size(tiny, glove):
     reference = augmenter(tiny, glove, batch_size=64, seed=3).augment(examples(True), LABELS)[0]
     for batch_size in (1, 5):

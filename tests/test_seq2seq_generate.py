@@ -285,6 +285,8 @@ def _launch_script(tmp_path: Path, folder: Path, src: list[str]) -> Path:
         decode = DecodeConfig(method="topk", num_return=2, seed=3, max_len_a=1.0, max_len_b=4)
         generate_corpus({str(folder)!r}, {str(tmp_path / "src.txt")!r}, sys.argv[1], decode,
                         shard_size=6, batch_tokens=160, on_shard=on_shard)
+        from textdistill.cli import _end_processes
+        _end_processes()
     """))
     return script
 
@@ -319,6 +321,9 @@ def test_two_processes_with_accelerate(teacher, tmp_path):
            "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", str(script), str(out2)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    if proc.returncode and "Connection closed by peer" in proc.stderr:
+        # gloo on a loaded machine, now and then (pytorch/pytorch#61670): the run resumes
+        proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = tmp_path / "one.jsonl"
     _gen(folder, tmp_path / "src.txt", one, "topk", num_return=2, seed=3, **FAST)

@@ -53,7 +53,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +118,16 @@ class WordSplitter:
                 source = GLOVE
             words.append(Word(word, pieces, source))
         return words
+
+
+def kept_past(words: Sequence[Word], limit: int) -> list[Word]:
+    """``words`` with every word that starts ``limit`` or more WordPieces into the sentence
+    kept as it is (a student that reads at most ``limit`` tokens never sees it)."""
+    out, start = [], 0
+    for word in words:
+        out.append(word if start < limit or word.source == KEEP else replace(word, source=KEEP))
+        start += len(word.pieces)
+    return out
 
 
 # -- GloVe -----------------------------------------------------------------------------------
@@ -324,6 +334,8 @@ class Counts:
     glove_words: int = 0
     glove_missing: int = 0
     """Words of several pieces that GloVe lacks (they stay)."""
+    past_window: int = 0
+    """Words that could change but start past ``within_tokens`` (they stay)."""
     replaced_mlm: int = 0
     replaced_glove: int = 0
     """Replacements in the variants written, by the source of the candidate."""
@@ -348,7 +360,7 @@ class Augmenter:
     def __init__(self, model, tokenizer, glove: GloVe | None, *, copies: int = 20,
                  p_replace: float = 0.4, candidates: int = 15, max_length: int = 128,
                  batch_size: int = 64, seed: int = 42, precision: str = "fp32",
-                 words_only: bool = True):
+                 words_only: bool = True, within_tokens: int | None = None):
         self.mlm = InferenceMLM(model.eval(), precision)
         self.tokenizer, self.glove = tokenizer, glove
         self.split = WordSplitter(tokenizer)
@@ -360,6 +372,7 @@ class Augmenter:
         limit = getattr(model.config, "max_position_embeddings", max_length)
         self.max_length = max(3, min(max_length, limit))
         self.batch_size, self.seed = batch_size, seed
+        self.within = within_tokens
 
     def plan(self, examples: Sequence[Example], naive: bool = False) -> tuple[list[Planned],
                                                                               dict]:
@@ -367,6 +380,12 @@ class Augmenter:
         all ``examples`` in batched forward passes (``naive``: one pass per word)."""
         planned = [Planned([self.split(t) for t in (e.text, e.text_pair) if t is not None])
                    for e in examples]
+        past = 0
+        if self.within is not None:  # [CLS] and [SEP] take two of the student's tokens
+            for p in planned:
+                before = sum(w.source != KEEP for words in p.sides for w in words)
+                p.sides = [kept_past(words, self.within - 2) for words in p.sides]
+                past += before - sum(w.source != KEEP for words in p.sides for w in words)
         copies: list[MaskedWord] = []
         for p in planned:
             for words in p.sides:
@@ -374,7 +393,8 @@ class Augmenter:
                            for j, w in enumerate(words) if w.source == MLM]
         found = (mlm_candidates_naive(self.mlm, self.vocab, copies, self.k) if naive
                  else mlm_candidates(self.mlm, self.vocab, copies, self.k, self.batch_size))
-        counts = {"words": 0, "mlm_words": len(copies), "glove_words": 0, "glove_missing": 0}
+        counts = {"words": 0, "mlm_words": len(copies), "glove_words": 0, "glove_missing": 0,
+                  "past_window": past}
         it = iter(found)
         for p in planned:
             for words in p.sides:
@@ -488,7 +508,7 @@ def run_augment(cfg: AugmentConfig, out_dir: str | Path, resume: bool = False) -
     augmenter = Augmenter(model, tokenizer, glove, copies=cfg.copies, p_replace=cfg.p_replace,
                           candidates=cfg.candidates, max_length=cfg.data.max_length,
                           batch_size=cfg.batch_size, seed=cfg.seed, precision=precision,
-                          words_only=cfg.words_only)
+                          words_only=cfg.words_only, within_tokens=cfg.within_tokens)
     save_config(cfg, out_dir / "config.yaml")
     manifest = {"examples": len(train), "chunk_size": cfg.chunk_size,
                 "data": _fingerprint(train, corpus.labels)}

@@ -261,7 +261,19 @@ def data_build(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        _end_processes()
+
+
+def _end_processes() -> None:
+    """Under ``accelerate launch``: leave the process group before exiting, as PyTorch asks
+    (a process that exits with its group open can break a peer's last collective)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -467,6 +467,10 @@ class AugmentConfig(Strict):
     words_only: bool = True
     """Candidates are alphabetic and not stopwords, like the words they replace; false: any
     token (but ``##`` pieces and special tokens) or GloVe word, as TinyBERT's script."""
+    within_tokens: int | None = Field(None, ge=3)
+    """Only words that start within this many tokens of their text (its side of a pair;
+    [CLS] and [SEP] counted) may change: set it to the student's ``data.max_length``, which never
+    reads the rest, to skip the masked LM's work on long documents. None: every word."""
     batch_size: int = Field(64, ge=1)
     """Masked sentences per forward pass of the masked LM (with ``precision: fp32`` the output
     does not depend on it)."""
