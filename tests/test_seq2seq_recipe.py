@@ -185,17 +185,6 @@ def test_translation_recipes_wire_stages_to_earlier_outputs(name, tmp_path):
         earlier.append(stage.name)
 
 
-def test_nat_recipes_share_the_teacher_its_corpus_and_two_students():
-    from textdistill.config import config_hash
-
-    nat, decoding, teachers = (load_config(Recipe, RECIPE.parent / name)
-                               for name in ("nat.yaml", "nat-decoding.yaml", "nat-teachers.yaml"))
-    digests = {s.name: config_hash(s) for s in nat.stages}
-    shared = [s.name for s in decoding.stages if digests.get(s.name) == config_hash(s)]
-    assert shared == ["teacher", "distilled", "nat-gold", "nat-kd"]
-    shared = [s.name for s in teachers.stages if digests.get(s.name) == config_hash(s)]
-    assert shared == ["teacher", "distilled", "nat-kd"]
-
 
 @pytest.mark.slow
 def test_multimodality_recipe_runs_end_to_end_at_toy_scale(tmp_path):
