@@ -363,7 +363,7 @@ MM_MODELS = {"at": ("AT", "data-all", None), "nat": ("NAT", "data-all", None),
 
 
 def multimodality_stages(smoke: bool) -> list[dict]:
-    """recipes/multimodality.yaml (24,000 sources, each with its three targets)."""
+    """recipes/multimodality.yaml (8,000 sources, each with its three targets)."""
     return recipe_on_gpu("multimodality", smoke)
 
 
