@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -270,8 +271,6 @@ def main() -> None:
 def _end_processes() -> None:
     """Under ``accelerate launch``: leave the process group before exiting, as PyTorch asks
     (a process that exits with its group open can break a peer's last collective)."""
-    import sys
-
     if "torch" not in sys.modules:  # nothing was run (e.g. --help): no group, no import
         return
     import torch.distributed as dist
