@@ -194,7 +194,6 @@ def test_long_sentences_are_masked_in_a_window():
                                     *flat[len(flat) - 14 + copy.position:]]
 
 
-
 def test_words_past_the_students_window_stay(tiny, glove):
     """within_tokens: words that start that many tokens in ([CLS] counted) are kept, and cost
     the masked LM nothing; the words before change as without it."""
@@ -219,6 +218,7 @@ def test_words_past_the_students_window_stay(tiny, glove):
     rows, _ = augmenter(tiny, glove, p_replace=1.0, within_tokens=10).augment(data, LABELS)
     tail = [w.text for j, w in enumerate(words) if starts[j] >= 8]
     assert all(r["text"].split(" ")[-len(tail):] == tail for r in rows[1:]) and len(rows) > 2
+
 
 def test_seeded_and_independent_of_batch_size(tiny, glove):
     reference = augmenter(tiny, glove, batch_size=64, seed=3).augment(examples(True), LABELS)[0]
@@ -376,6 +376,8 @@ def test_bad_input_is_one_line(tmp_path, tiny, monkeypatch):
     one_line_error(invoke(tmp_path, *args, "copies=0"), "'copies': Input should be greater")
     one_line_error(invoke(tmp_path, *args, "p_replace=1.5"), "'p_replace': Input should be less")
     one_line_error(invoke(tmp_path, *args, "p_replace=-0.1"), "'p_replace'")
+    one_line_error(invoke(tmp_path, *args, "within_tokens=2"),
+                   "'within_tokens': Input should be greater than or equal to 3")
     one_line_error(invoke(tmp_path, *args, "mlm=minilm"), "has no masked-LM head")
 
     nomask = tiny_mlm(tmp_path / "nomask")

@@ -426,3 +426,22 @@ def test_resume_from_a_damaged_checkpoint(tmp_path, kd_run, damage):
         expected = f"the checkpoint in {out / 'checkpoint'} cannot be read (SafetensorError"
     result = invoke("distill", "-o", out, "--resume", "-c", out / "config.yaml")
     assert_user_error(result.exit_code, result.stderr, expected, "--overwrite to start anew")
+
+
+def test_the_command_leaves_its_process_group_before_exiting(monkeypatch):
+    """Under ``accelerate launch`` every process ends with the group destroyed (here a group of
+    one, as a launched process has after its command)."""
+    import torch.distributed as dist
+
+    from textdistill import cli
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        monkeypatch.setattr("sys.argv", ["textdistill", "data", "list"])
+        with pytest.raises(SystemExit) as done:
+            cli.main()
+        assert done.value.code == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

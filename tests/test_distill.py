@@ -232,7 +232,6 @@ def test_recipe_only_runs_named_stages_and_reruns_only_what_depends_on_a_change(
     assert calls == ["c", "e"]
 
 
-
 def test_a_stage_made_by_another_recipe_is_not_overwritten(tmp_path, monkeypatch):
     def recipe(name: str, seed: int) -> Recipe:
         return validate(Recipe, {"name": name, "stages": [
@@ -263,6 +262,7 @@ def test_a_stage_made_by_another_recipe_is_not_overwritten(tmp_path, monkeypatch
     assert recipe_mod.run_recipe(recipe("two", 2), tmp_path, overwrite=True)["a"] == {"seed": 2}
     assert calls == ["a", "a", "a"]
     assert json.loads((tmp_path / "a" / "stage.json").read_text())["recipe"] == "two"
+
 
 def _two_students(second_teacher: str | None = None) -> Recipe:
     data = {"max_length": 32, "max_train_examples": 32, "max_eval_examples": 16,

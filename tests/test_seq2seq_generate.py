@@ -285,8 +285,8 @@ def _launch_script(tmp_path: Path, folder: Path, src: list[str]) -> Path:
         decode = DecodeConfig(method="topk", num_return=2, seed=3, max_len_a=1.0, max_len_b=4)
         generate_corpus({str(folder)!r}, {str(tmp_path / "src.txt")!r}, sys.argv[1], decode,
                         shard_size=6, batch_tokens=160, on_shard=on_shard)
-        from textdistill.cli import _end_processes
-        _end_processes()
+        import torch.distributed as dist
+        dist.destroy_process_group()  # as a script under accelerate launch should end
     """))
     return script
 
