@@ -259,6 +259,8 @@ SHARED_STAGES = {
     ("micro", "micro-ablations"): ["teacher", "general-micro", "micro-gd-tinybert",
                                    "micro-gd-tinybert-seed2", "micro-gd-tinybert-seed3"],
     ("tinybert-full", "micro-ablations"): ["teacher", "mlm"],
+    ("bbc-news", "micro-ablations"): ["general-micro", "mlm"],
+    ("bbc-news", "tinybert-full"): ["mlm"],
     ("nat", "nat-decoding"): ["teacher", "distilled", "nat-gold", "nat-kd"],
     ("nat", "nat-teachers"): ["teacher", "distilled", "nat-kd"],
     ("nat-decoding", "nat-teachers"): ["teacher", "distilled", "nat-kd"],
