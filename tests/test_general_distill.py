@@ -235,7 +235,16 @@ def test_the_ablation_recipe_switches_one_thing_per_row_and_shares_the_rest():
     assert [o.loss for o in stages["general-minilmv2"].objectives] == ["minilmv2"]
     assert changed("student-minilmv2") == {"student": {**base["student"],
                                                       "init_from": "general-minilmv2"}}
+    kd = stages["kd-random"].model_dump()
+    assert stages["kd-random"].student.init_from is None
+    for name, general in (("kd-general", "general"), ("kd-minilm", "general-minilm"),
+                          ("kd-minilmv2", "general-minilmv2")):
+        row = stages[name].model_dump()
+        assert {k for k in row if k != "name" and row[k] != kd[k]} == {"student"}
+        assert stages[name].student.init_from == general
     tables = {n: s.models for n, s in stages.items() if s.kind == "evaluate"}
+    assert tables["table-general-kd"][1:] == ["kd-random", "kd-general", "kd-minilm",
+                                              "kd-minilmv2"]
     assert tables["table-procedure"][1:] == ["student", "student-seed2", "student-seed3",
                                              "no-gd", "no-td", "no-da"]
 
