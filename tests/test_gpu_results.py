@@ -118,7 +118,7 @@ def test_the_bundle_carries_the_same_data_and_teacher(tmp_path, data_root, monke
 
 @pytest.mark.slow
 def test_a_budget_that_runs_out_keeps_what_finished(tmp_path, data_root):
-    proc = _run("--run-dir", str(tmp_path), "--budget", "6")
+    proc = _run("--run-dir", str(tmp_path), "--budget", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "stopped early" in proc.stdout
     table = (tmp_path / "results-gpu.md").read_text()
